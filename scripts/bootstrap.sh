@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Creates (or reuses) the Python venv that provides libtorch for tch and the packages the test
+# references need. Idempotent: a venv whose recorded requirements match is left alone.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$here/env.sh"
+
+# torch must be exactly the version tch/torch-sys 0.24.0 is built for (DESIGN §2). Everything else is
+# installed with --no-deps where it would otherwise be free to replace torch.
+TORCH="torch==2.11.0"
+NO_DEPS=(open-clip-torch==3.3.0 torchvision==0.26.0 timm==1.0.31 ftfy==6.3.1
+         regex tqdm wcwidth pyyaml packaging pillow safetensors fsspec filelock)
+WITH_DEPS=(huggingface_hub numpy scikit-learn scipy "moto[server]==5.2.5")
+stamp="$TORCH ${NO_DEPS[*]} ${WITH_DEPS[*]}"
+marker="$PROMPTAD_VENV/.promptad-requirements"
+
+if [[ -f "$marker" && "$(cat "$marker")" == "$stamp" ]] \
+   && "$PROMPTAD_VENV/bin/python" -c "import torch, open_clip, sklearn, safetensors; assert torch.__version__.startswith('2.11.0')" 2>/dev/null; then
+  echo "bootstrap: reusing $PROMPTAD_VENV (torch $("$PROMPTAD_VENV/bin/python" -c 'import torch; print(torch.__version__)'))"
+  exit 0
+fi
+
+echo "bootstrap: installing into $PROMPTAD_VENV (torch is ~4.7 GB with its CUDA libraries; 2-6 minutes)"
+mkdir -p "$(dirname "$PROMPTAD_VENV")"
+[[ -x "$PROMPTAD_VENV/bin/python" ]] || python3 -m venv "$PROMPTAD_VENV"
+pip="$PROMPTAD_VENV/bin/pip"
+"$pip" install --quiet --disable-pip-version-check "$TORCH"
+"$pip" install --quiet --disable-pip-version-check --no-deps "${NO_DEPS[@]}"
+"$pip" install --quiet --disable-pip-version-check "${WITH_DEPS[@]}" "$TORCH"
+"$PROMPTAD_VENV/bin/python" - <<'PY'
+import torch, open_clip, sklearn, safetensors
+assert torch.__version__.startswith("2.11.0"), f"torch {torch.__version__} replaced the pinned 2.11.0"
+print("bootstrap: torch", torch.__version__, "open_clip", open_clip.__version__, "sklearn", sklearn.__version__)
+PY
+echo "$stamp" > "$marker"

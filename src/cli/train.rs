@@ -1,0 +1,106 @@
+//! `promptad train`: one PromptAD model for one category.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::backbone::BackboneArgs;
+use crate::artifact::default_dir;
+use crate::detect::{DetectConfig, Guidance};
+use crate::pipeline::train::{train_category, TrainJob};
+use crate::prompt::learner::PromptConfig;
+use crate::prompt::train::{Head, TrainConfig};
+
+/// Trains PromptAD for one category from k normal images: builds the visual memory from the
+/// shots, learns the image-level (N=3) and pixel-level (N=1) prompts with the official losses and
+/// schedule (100 SGD steps), and writes the model artifact (tensors.safetensors + manifest.json).
+///
+/// The dataset is a folder in the MVTec AD or VisA 1cls layout (`promptad synth` writes one).
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Dataset root: <DATA>/<category>/train/good/*.png ...
+    #[arg(long, env = "PROMPTAD_DATA", value_name = "DIR")]
+    pub data: PathBuf,
+    /// Category folder name: an MVTec AD or VisA category (bottle, metal_nut, pcb1, ...) or
+    /// your own with --category-name.
+    #[arg(long, env = "PROMPTAD_CATEGORY")]
+    pub category: String,
+    /// Object name used in the prompts, for a category that is not built in (e.g. "rubber gasket").
+    #[arg(long, value_name = "TEXT")]
+    pub category_name: Option<String>,
+    /// Manual anomaly states for your own category, comma-separated, each with {} for the
+    /// object: "{} with tear,cracked {}". Without them only the 8 generic states are used.
+    #[arg(long, value_delimiter = ',', value_name = "STATES")]
+    pub anomaly_suffixes: Option<Vec<String>>,
+    /// Number of normal shots.
+    #[arg(short, long, default_value_t = 1)]
+    pub k: usize,
+    /// Seed of the shot draw and of the prompt initialisation (official default: 111).
+    #[arg(long, default_value_t = 111)]
+    pub seed: u64,
+    /// Use these train/good images as the shots (file names or stems, comma-separated) instead
+    /// of a seeded draw.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub shots: Option<Vec<String>>,
+    /// Artifact directory [default: models/<data folder name>/<category>/k<k>/seed<seed>].
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Replace an existing artifact.
+    #[arg(long)]
+    pub overwrite: bool,
+    #[command(flatten)]
+    pub backbone: BackboneArgs,
+    /// SGD steps (one per epoch in the official code).
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    /// Ablation: drop the manual anomaly prompts.
+    #[arg(long)]
+    pub no_manual_prompts: bool,
+    /// Ablation: drop the learnable anomaly prompts.
+    #[arg(long)]
+    pub no_learnable_prompts: bool,
+    /// Ablation: train without the EAM loss.
+    #[arg(long)]
+    pub no_eam: bool,
+    /// Evidence used when scoring (stored in the artifact; `score` can override it).
+    #[arg(long, value_enum, default_value_t = Guidance::Fused)]
+    pub guidance: Guidance,
+    /// Vision blocks (0-based) of the visual memory.
+    #[arg(long, value_delimiter = ',', default_value = "3,8")]
+    pub taps: Vec<usize>,
+}
+
+pub fn run(args: TrainArgs) -> Result<ExitCode> {
+    let (clip, backbone) = args.backbone.load(true)?;
+    let prompts = |base: PromptConfig| PromptConfig { manual_anomaly: !args.no_manual_prompts, learnable_anomaly: !args.no_learnable_prompts, ..base };
+    let job = TrainJob {
+        dataset_root: args.data.clone(),
+        category: args.category.clone(),
+        category_name: args.category_name.clone(),
+        anomaly_suffixes: args.anomaly_suffixes.clone(),
+        k: args.shots.as_ref().map_or(args.k, Vec::len),
+        seed: args.seed,
+        shots: args.shots.clone(),
+        image_prompts: prompts(PromptConfig::image_level()),
+        pixel_prompts: prompts(PromptConfig::pixel_level()),
+        train: TrainConfig { steps: args.steps, eam: !args.no_eam, ..TrainConfig::default() },
+        detect: DetectConfig { guidance: args.guidance, taps: args.taps.clone(), ..DetectConfig::default() },
+    };
+    let dataset = args.data.file_name().and_then(|n| n.to_str()).unwrap_or("data").to_string();
+    let out = args.out.clone().unwrap_or_else(|| default_dir(&PathBuf::from("models"), &dataset, &args.category, job.k, args.seed));
+    let bar = super::progress_bar(2 * job.train.steps as u64, &format!("training {}", args.category));
+    let manifest = train_category(&job, &clip, backbone, &out, args.overwrite, |head, step, loss| {
+        bar.inc(1);
+        if step % 20 == 0 || step + 1 == job.train.steps {
+            tracing::debug!(head = ?head, step, loss, "training");
+        }
+        if head == Head::Pixel && step == 0 {
+            bar.set_message(format!("training {} (pixel head)", args.category));
+        }
+    })?;
+    bar.finish_and_clear();
+    println!("{}: model {} written to {} (shots: {})", args.category, manifest.version, out.display(), manifest.shots.join(", "));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,27 @@
+//! Datasets: folder layouts, decoding, k-shot selection, synthetic data.
+
+pub mod folder;
+pub mod prepare;
+pub mod synth;
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("category {category:?} not found under {root} (no {category}/train/good folder); available: [{available}]")]
+    UnknownCategory { root: PathBuf, category: String, available: String },
+    #[error("defect image {image} has no mask; expected {expected} (MVTec) or the same stem as .png (VisA)")]
+    MissingMask { image: PathBuf, expected: PathBuf },
+    #[error("k = {k} shots requested for category {category:?} but its train/good folder has {available} images")]
+    NotEnoughShots { category: String, k: usize, available: usize },
+    #[error("shot {name:?} is not an image of {category}/train/good (give file names or stems)")]
+    UnknownShot { category: String, name: String },
+    #[error("image {path}: {message}")]
+    Image { path: String, message: String },
+}

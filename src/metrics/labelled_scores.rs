@@ -1,0 +1,153 @@
+//! [`LabelledScores`]: the state of `image_auroc` and `image_aupr`, every (score, label) pair.
+//!
+//! One row per image, so keeping every pair and sorting once in `evaluate` is cheap (8 MiB per
+//! million images) and exact. State fields, in this order:
+//!
+//! | name                  | type            | content                         |
+//! |-----------------------|-----------------|---------------------------------|
+//! | `<name>[scores]`      | `List<Float64>` | the scores seen, any order      |
+//! | `<name>[labels]`      | `List<Boolean>` | the labels, parallel to scores  |
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type};
+use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
+use datafusion::logical_expr::utils::format_state_name;
+
+use super::error::MetricError;
+
+/// Coerces `(score, label)`: score numeric → Float64; label BOOLEAN stays, integers → Int64
+/// (values must be 0 or 1).
+pub(crate) fn coerce_score_label(name: &str, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+    let [score, label] = arg_types else {
+        return plan_err!("{name}(score, label) takes 2 arguments, got {}", arg_types.len());
+    };
+    let score = if score.is_numeric() || score == &DataType::Null {
+        DataType::Float64
+    } else {
+        return plan_err!("{name}(score, label): score must be numeric, got {score}");
+    };
+    let label = match label {
+        DataType::Boolean | DataType::Null => DataType::Boolean,
+        t if t.is_integer() => DataType::Int64,
+        t => return plan_err!("{name}(score, label): label must be BOOLEAN or an integer 0/1, got {t}"),
+    };
+    Ok(vec![score, label])
+}
+
+fn list_field(name: &str, field: &str, item: DataType) -> FieldRef {
+    Arc::new(Field::new_list(format_state_name(name, field), Field::new_list_field(item, true), true))
+}
+
+/// All (score, label) pairs of a group.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct LabelledScores {
+    pub scores: Vec<f64>,
+    pub labels: Vec<bool>,
+}
+
+impl LabelledScores {
+    pub fn state_fields(name: &str) -> Vec<FieldRef> {
+        vec![list_field(name, "scores", DataType::Float64), list_field(name, "labels", DataType::Boolean)]
+    }
+
+    /// Appends the rows where neither score nor label is null.
+    pub fn update(&mut self, metric: &str, values: &[ArrayRef]) -> Result<()> {
+        let [scores, labels] = values else {
+            return exec_err!("{metric}: expected 2 arguments, got {}", values.len());
+        };
+        let scores = scores.as_primitive_opt::<Float64Type>().ok_or_else(|| {
+            datafusion::error::DataFusionError::Execution(format!("{metric}: score is {}, not Float64", scores.data_type()))
+        })?;
+        match labels.data_type() {
+            DataType::Boolean => {
+                let labels = labels.as_boolean();
+                for i in 0..scores.len() {
+                    if scores.is_valid(i) && labels.is_valid(i) {
+                        self.push(metric, scores.value(i), labels.value(i))?;
+                    }
+                }
+            }
+            DataType::Int64 => {
+                let labels = labels.as_primitive::<Int64Type>();
+                for i in 0..scores.len() {
+                    if scores.is_valid(i) && labels.is_valid(i) {
+                        let label = match labels.value(i) {
+                            0 => false,
+                            1 => true,
+                            v => return exec_err!("{metric}: label must be 0 or 1, got {v}"),
+                        };
+                        self.push(metric, scores.value(i), label)?;
+                    }
+                }
+            }
+            t => return exec_err!("{metric}: label is {t}, not BOOLEAN or Int64"),
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, metric: &str, score: f64, label: bool) -> Result<()> {
+        if score.is_nan() {
+            return exec_err!("{metric}: score is NaN");
+        }
+        self.scores.push(score);
+        self.labels.push(label);
+        Ok(())
+    }
+
+    pub fn state(&self) -> Vec<ScalarValue> {
+        let n = self.scores.len();
+        let scores = ListArray::new(
+            Arc::new(Field::new_list_field(DataType::Float64, true)),
+            OffsetBuffer::from_lengths([n]),
+            Arc::new(Float64Array::from(self.scores.clone())),
+            None,
+        );
+        let labels = ListArray::new(
+            Arc::new(Field::new_list_field(DataType::Boolean, true)),
+            OffsetBuffer::from_lengths([n]),
+            Arc::new(BooleanArray::from(self.labels.clone())),
+            None,
+        );
+        vec![ScalarValue::List(Arc::new(scores)), ScalarValue::List(Arc::new(labels))]
+    }
+
+    pub fn merge(&mut self, metric: &str, states: &[ArrayRef]) -> Result<()> {
+        let [scores, labels] = states else {
+            return exec_err!("{metric}: expected 2 state columns, got {}", states.len());
+        };
+        let (scores, labels) = (scores.as_list::<i32>(), labels.as_list::<i32>());
+        let score_values = scores.values().as_primitive::<Float64Type>();
+        let label_values = labels.values().as_boolean();
+        for i in 0..scores.len() {
+            if scores.is_null(i) || labels.is_null(i) {
+                continue;
+            }
+            let (s, l) = (scores.value_offsets(), labels.value_offsets());
+            let (s0, s1, l0, l1) = (s[i] as usize, s[i + 1] as usize, l[i] as usize, l[i + 1] as usize);
+            if s1 - s0 != l1 - l0 {
+                return exec_err!("{metric}: state has {} scores but {} labels", s1 - s0, l1 - l0);
+            }
+            for (j, k) in (s0..s1).zip(l0..l1) {
+                self.scores.push(score_values.value(j));
+                self.labels.push(label_values.value(k));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn size(&self) -> usize {
+        std::mem::size_of::<Self>() + self.scores.capacity() * 8 + self.labels.capacity()
+    }
+}
+
+/// An evaluated metric as SQL: undefined → NULL, bad input → error.
+pub(crate) fn metric_scalar(result: Result<f64, MetricError>) -> Result<ScalarValue> {
+    match result {
+        Ok(v) => Ok(ScalarValue::Float64(Some(v))),
+        Err(e) if e.is_undefined() => Ok(ScalarValue::Float64(None)),
+        Err(e) => Err(datafusion::error::DataFusionError::External(Box::new(e))),
+    }
+}

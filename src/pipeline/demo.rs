@@ -1,0 +1,192 @@
+//! `promptad demo`: generate a defect dataset, train one model per category, score its test split
+//! and report image AUROC, pixel AUROC and AUPRO against chance.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::score::{score_category, ScoreOptions};
+use super::train::{train_category, TrainJob};
+use crate::artifact::{default_dir, Artifact, Backbone, Weights};
+use crate::clip::Clip;
+use crate::data::prepare::Compat;
+use crate::data::synth::{generate, SynthConfig};
+use crate::detect::DetectConfig;
+use crate::metrics::{auroc, pixel_aupro, pixel_auroc, DEFAULT_FPR_LIMIT};
+use crate::prompt::learner::PromptConfig;
+use crate::prompt::train::TrainConfig;
+
+/// What a random scorer gets on average: AUROC 0.5, and AUPRO 0.15 (PRO = FPR, integrated to
+/// 0.3 and divided by 0.3).
+pub const CHANCE: CategoryResult = CategoryResult {
+    category: String::new(),
+    test_images: 0,
+    image_auroc: 0.5,
+    pixel_auroc: 0.5,
+    aupro: DEFAULT_FPR_LIMIT / 2.0,
+    train_seconds: 0.0,
+    score_seconds: 0.0,
+};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CategoryResult {
+    pub category: String,
+    pub test_images: usize,
+    pub image_auroc: f64,
+    pub pixel_auroc: f64,
+    pub aupro: f64,
+    pub train_seconds: f64,
+    pub score_seconds: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub out_dir: PathBuf,
+    pub synth: SynthConfig,
+    pub k: usize,
+    pub seed: u64,
+    pub train: TrainConfig,
+    pub detect: DetectConfig,
+    pub batch_size: usize,
+    pub overwrite: bool,
+}
+
+/// The anomaly suffixes of a generated category: one `"{} with <defect>"` per defect type.
+fn suffixes(defects: &[String]) -> Vec<String> {
+    defects.iter().map(|d| format!("{{}} with {}", d.replace('_', " "))).collect()
+}
+
+pub fn run_demo(options: &DemoOptions, clip: &Clip, backbone: &Backbone, mut progress: impl FnMut(&str)) -> Result<Vec<CategoryResult>> {
+    let data = options.out_dir.join("data");
+    let summary = if data.join("synth.json").is_file() && !options.overwrite {
+        progress("reusing the generated dataset");
+        crate::data::synth::read_summary(&data)?
+    } else {
+        progress("generating the dataset");
+        generate(&SynthConfig { overwrite: true, ..options.synth.clone() }, &data, || {})?
+    };
+    let mut results = Vec::new();
+    for category in &summary.categories {
+        let defects: Vec<String> = category.defects.iter().map(|d| d.defect_type.clone()).collect();
+        let job = TrainJob {
+            dataset_root: data.clone(),
+            category: category.name.clone(),
+            category_name: Some(category.name.replace('_', " ")),
+            anomaly_suffixes: Some(suffixes(&defects)),
+            k: options.k,
+            seed: options.seed,
+            shots: None,
+            image_prompts: PromptConfig::image_level(),
+            pixel_prompts: PromptConfig::pixel_level(),
+            train: options.train.clone(),
+            detect: options.detect.clone(),
+        };
+        progress(&format!("{}: training on {} shot(s)", category.name, options.k));
+        let model_dir = default_dir(&options.out_dir.join("models"), "synth", &category.name, options.k, options.seed);
+        let started = std::time::Instant::now();
+        train_category(&job, clip, backbone.clone(), &model_dir, true, |_, _, _| {})?;
+        let train_seconds = started.elapsed().as_secs_f64();
+        let artifact = Artifact::read(&model_dir)?;
+        progress(&format!("{}: scoring", category.name));
+        let started = std::time::Instant::now();
+        let scored = score_category(
+            &artifact,
+            clip,
+            options.detect.clone(),
+            &data,
+            &category.name,
+            &options.out_dir.join("scores"),
+            &ScoreOptions { batch_size: options.batch_size, compat: Compat::Rgb, skip_bad: false, overwrite: true },
+            |_| {},
+        )?;
+        let (scores, labels): (Vec<f64>, Vec<bool>) = scored.image_scores.iter().copied().unzip();
+        results.push(CategoryResult {
+            category: category.name.clone(),
+            test_images: scored.images,
+            image_auroc: auroc(&scores, &labels)?,
+            pixel_auroc: pixel_auroc(&scored.pixel_stats)?,
+            aupro: pixel_aupro(&scored.pixel_stats, DEFAULT_FPR_LIMIT)?,
+            train_seconds,
+            score_seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(results)
+}
+
+/// The mean of each metric over categories.
+pub fn mean(results: &[CategoryResult]) -> CategoryResult {
+    let n = results.len().max(1) as f64;
+    let avg = |f: fn(&CategoryResult) -> f64| results.iter().map(f).sum::<f64>() / n;
+    CategoryResult {
+        category: "mean".into(),
+        test_images: results.iter().map(|r| r.test_images).sum(),
+        image_auroc: avg(|r| r.image_auroc),
+        pixel_auroc: avg(|r| r.pixel_auroc),
+        aupro: avg(|r| r.aupro),
+        train_seconds: results.iter().map(|r| r.train_seconds).sum(),
+        score_seconds: results.iter().map(|r| r.score_seconds).sum(),
+    }
+}
+
+/// The report table: one row per category, the mean, chance, and the mean's margin over chance.
+pub fn table(results: &[CategoryResult], backbone: &Backbone) -> String {
+    let describe = match &backbone.weights {
+        Weights::RandomInit { seed } => format!(
+            "{} with RANDOM weights (seed {seed}): no pretrained CLIP weights are available here; pass --weights for an OpenCLIP checkpoint",
+            backbone.config_name
+        ),
+        Weights::Checkpoint { path, sha256 } => format!("{} from {} (sha256 {})", backbone.config_name, path.display(), &sha256[..sha256.len().min(12)]),
+    };
+    let mut out = format!("backbone: {describe}\n\n");
+    out.push_str(&format!("{:<14} {:>7} {:>12} {:>12} {:>8} {:>9} {:>9}\n", "category", "images", "image AUROC", "pixel AUROC", "AUPRO", "train s", "score s"));
+    let line = |r: &CategoryResult| {
+        format!(
+            "{:<14} {:>7} {:>12.4} {:>12.4} {:>8.4} {:>9.1} {:>9.1}\n",
+            r.category, r.test_images, r.image_auroc, r.pixel_auroc, r.aupro, r.train_seconds, r.score_seconds
+        )
+    };
+    for r in results {
+        out.push_str(&line(r));
+    }
+    let m = mean(results);
+    out.push_str(&line(&m));
+    out.push_str(&format!("{:<14} {:>7} {:>12.4} {:>12.4} {:>8.4}\n", "chance", "", CHANCE.image_auroc, CHANCE.pixel_auroc, CHANCE.aupro));
+    out.push_str(&format!(
+        "{:<14} {:>7} {:>+12.4} {:>+12.4} {:>+8.4}\n",
+        "mean - chance",
+        "",
+        m.image_auroc - CHANCE.image_auroc,
+        m.pixel_auroc - CHANCE.pixel_auroc,
+        m.aupro - CHANCE.aupro
+    ));
+    out
+}
+
+/// The demo's default backbone when no weights are given: the small demo ViT, random, seeded.
+pub fn random_backbone(seed: u64, device: tch::Device) -> Result<(Clip, Backbone)> {
+    let config = crate::clip::ModelConfig::resolve("demo-vit-240")?;
+    let clip = Clip::random(config.clone(), seed, device);
+    let backbone = Backbone { config_name: "demo-vit-240".into(), config, weights: Weights::RandomInit { seed }, logit_scale: clip.logit_scale_raw() };
+    Ok((clip, backbone))
+}
+
+/// A checkpoint backbone, recorded with its checksum (left empty without `checksum`).
+pub fn checkpoint_backbone(
+    config_name: &str,
+    weights: &Path,
+    device: tch::Device,
+    precision: crate::clip::Precision,
+    checksum: bool,
+) -> Result<(Clip, Backbone)> {
+    let config = crate::clip::ModelConfig::resolve(config_name)?;
+    let sha256 = if checksum { crate::artifact::sha256_file(weights)? } else { String::new() };
+    let clip = Clip::load(config.clone(), weights, device, precision)?;
+    let backbone = Backbone {
+        config_name: config_name.into(),
+        config,
+        weights: Weights::Checkpoint { path: weights.to_path_buf(), sha256 },
+        logit_scale: clip.logit_scale_raw(),
+    };
+    Ok((clip, backbone))
+}

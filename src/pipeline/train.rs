@@ -1,0 +1,117 @@
+//! Training one category: shots → memory → image-level and pixel-level prompts → artifact.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::artifact::{Artifact, Backbone, HeadRecord, Manifest, FORMAT_VERSION};
+use crate::clip::Clip;
+use crate::data::folder::{scan_category, select_shots, Sample};
+use crate::data::prepare::{model_input, Compat, Role};
+use crate::detect::DetectConfig;
+use crate::prompt::categories::Catalog;
+use crate::prompt::learner::{PromptConfig, PromptLearner};
+use crate::prompt::train::{text_prototypes, train, Head, TrainConfig};
+
+/// Everything a training run needs besides the backbone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainJob {
+    pub dataset_root: PathBuf,
+    pub category: String,
+    /// Display name for a category that is not built in.
+    pub category_name: Option<String>,
+    /// Manual anomaly suffixes for a category that is not built in (`"{} with scratch"`).
+    pub anomaly_suffixes: Option<Vec<String>>,
+    pub k: usize,
+    pub seed: u64,
+    /// Shot file names or stems instead of a seeded draw.
+    pub shots: Option<Vec<String>>,
+    pub image_prompts: PromptConfig,
+    pub pixel_prompts: PromptConfig,
+    pub train: TrainConfig,
+    pub detect: DetectConfig,
+}
+
+/// Shot images as a `[k, 3, S, S]` batch; a shot that does not decode is an error naming it.
+pub fn load_batch(samples: &[Sample], size: u32, compat: Compat, role: Role) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let inputs: Vec<Vec<f32>> = samples
+        .par_iter()
+        .map(|s| {
+            let bytes = std::fs::read(&s.image).with_context(|| format!("cannot read {}", s.image.display()))?;
+            Ok(model_input(&bytes, &s.image.display().to_string(), size, compat, role)?)
+        })
+        .collect::<Result<_>>()?;
+    let flat: Vec<f32> = inputs.concat();
+    Ok(Tensor::from_slice(&flat).view([samples.len() as i64, 3, size as i64, size as i64]))
+}
+
+/// Trains both heads and writes the artifact to `out_dir`. `on_step(head, step, loss)` reports
+/// progress.
+pub fn train_category(
+    job: &TrainJob,
+    clip: &Clip,
+    backbone: Backbone,
+    out_dir: &Path,
+    overwrite: bool,
+    mut on_step: impl FnMut(Head, usize, f64),
+) -> Result<Manifest> {
+    let category = Catalog::builtin().resolve(&job.category, job.category_name.as_deref(), job.anomaly_suffixes.as_deref())?;
+    let folder = scan_category(&job.dataset_root, &job.category)?;
+    let shots = select_shots(&folder.train_good, job.k, job.seed, job.shots.as_deref())?;
+    tracing::info!(category = %job.category, k = shots.len(), shots = ?shots.iter().map(|s| &s.id).collect::<Vec<_>>(), "shots chosen");
+    let size = clip.visual.image_size() as u32;
+    let images = load_batch(&shots, size, Compat::Rgb, Role::Shot)?.to_device(clip.device);
+    let features = tch::no_grad(|| clip.visual.forward_vv(&images, &job.detect.taps))?.normalized().to_kind(Kind::Float);
+
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    for (i, tap) in features.taps.iter().enumerate() {
+        tensors.push((format!("memory.bank{i}"), tap.reshape([-1, *tap.size().last().unwrap()])));
+    }
+    let mut records = Vec::new();
+    for (head, prompts, visual) in [
+        (Head::Image, &job.image_prompts, &features.global),
+        (Head::Pixel, &job.pixel_prompts, &features.patch_tokens),
+    ] {
+        tch::manual_seed(job.seed as i64);
+        let mut learner = PromptLearner::new(clip, &category, prompts.clone())?;
+        let report = train(clip, &mut learner, visual, &job.train, |step, loss| on_step(head, step, loss))?;
+        let prefix = match head {
+            Head::Image => "image",
+            Head::Pixel => "pixel",
+        };
+        tracing::info!(category = %job.category, head = prefix, first_loss = report.losses.first(), last_loss = report.losses.last(),
+            seconds = report.seconds, "prompts trained");
+        tensors.push((format!("{prefix}.prototypes"), text_prototypes(clip, &learner)?));
+        tensors.push((format!("{prefix}.normal_ctx"), learner.normal_ctx.detach()));
+        tensors.push((format!("{prefix}.anomaly_ctx"), learner.anomaly_ctx.detach()));
+        let strings = &learner.strings;
+        records.push(HeadRecord {
+            prompts: prompts.clone(),
+            prompt_strings: strings.normal.len() + strings.manual_anomaly.len() + strings.learnable_anomaly.len(),
+            report,
+        });
+    }
+    let pixel_head = records.pop().expect("two heads");
+    let image_head = records.pop().expect("two heads");
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        promptad_version: env!("CARGO_PKG_VERSION").into(),
+        libtorch: crate::runtime::REQUIRED_TORCH.into(),
+        created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        backbone,
+        category,
+        dataset_root: job.dataset_root.display().to_string(),
+        k: shots.len(),
+        seed: job.seed,
+        shots: shots.iter().map(|s| s.id.clone()).collect(),
+        image_head,
+        pixel_head,
+        train: job.train.clone(),
+        detect: job.detect.clone(),
+        version: String::new(),
+    };
+    Artifact::write(out_dir, manifest, &tensors, overwrite)
+}

@@ -1,0 +1,227 @@
+//! The backbone against open_clip 3.3.0 and against an independent V-V reference
+//! (`tests/fixtures/make_clip_fixtures.py`), on random weights: the committed tiny model, and a
+//! full-size ViT-B-16-plus-240 generated at test time.
+
+mod common;
+
+use std::path::Path;
+
+use common::{assert_close, fixture, promptad, read_tensors, run_python};
+use promptad::clip::preprocess::{read_rgb, resize_bicubic};
+use promptad::clip::{Clip, ModelConfig, Precision};
+use tch::{Device, Kind, Tensor};
+
+const TINY_TAPS: [usize; 2] = [1, 3];
+
+fn load_tiny(precision: Precision) -> Clip {
+    let dir = fixture("clip_tiny");
+    let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+    Clip::load(config, &dir.join("weights.safetensors"), Device::Cpu, precision).unwrap()
+}
+
+/// Every model output against the references, `tol` on features and `10·tol` on logits
+/// (which are scaled by exp(logit_scale) ≈ 14).
+fn check_model_outputs(clip: &Clip, reference: &std::collections::HashMap<String, Tensor>, taps: &[usize], tol: f64) {
+    let images = &reference["images"];
+    let text = &reference["text"];
+    tch::no_grad(|| {
+        let image_features = clip.visual.encode_image(images).unwrap();
+        assert_close("encode_image", &image_features, &reference["image_features"], tol);
+        let text_features = clip.text.encode_text(text).unwrap();
+        assert_close("encode_text", &text_features, &reference["text_features"], tol);
+        let logits = clip.logits_per_image(&image_features, &text_features);
+        assert_close("logits_per_image", &logits, &reference["logits_per_image"], 10.0 * tol);
+        assert_close("logit_scale (raw)", &clip.logit_scale, &reference["logit_scale"], 0.0);
+
+        let vv = clip.visual.forward_vv(images, taps).unwrap();
+        assert_close("V-V global g vs open_clip encode_image", &vv.global, &reference["image_features"], tol);
+        assert_close("V-V global g vs V-V reference", &vv.global, &reference["vv_global"], tol);
+        assert_close("V-V patch tokens T", &vv.patch_tokens, &reference["vv_patch_tokens"], tol);
+        for (k, tap) in taps.iter().zip(&vv.taps) {
+            assert_close(&format!("memory tap inside block {k}"), tap, &reference[&format!("vv_tap_{k}")], tol);
+        }
+    });
+}
+
+#[test]
+fn tiny_model_matches_open_clip_and_the_vv_reference() {
+    let reference = read_tensors(&fixture("clip_tiny/reference.safetensors"));
+    let clip = load_tiny(Precision::Fp32);
+    check_model_outputs(&clip, &reference, &TINY_TAPS, 1e-5);
+    let embeddings = clip.text.token_embeddings(&reference["text"]).unwrap();
+    assert_close("token_embedding(text)", &embeddings, &reference["token_embedding"], 0.0);
+    // Injected embeddings equal to the token embeddings reproduce encode_text.
+    let injected = tch::no_grad(|| clip.text.encode_text_embeddings(&embeddings, &reference["text"]).unwrap());
+    assert_close("encode_text_embeddings", &injected, &reference["text_features"], 1e-5);
+}
+
+#[test]
+fn taps_are_mid_block_not_block_outputs() {
+    // The aliasing of reference §2.1: a tap is the residual stream after attention, before the MLP.
+    // Block outputs would differ clearly; make sure the test data can tell the two apart.
+    let reference = read_tensors(&fixture("clip_tiny/reference.safetensors"));
+    let clip = load_tiny(Precision::Fp32);
+    let vv = tch::no_grad(|| clip.visual.forward_vv(&reference["images"], &[0]).unwrap());
+    let block0_output = reference["vis_block0"].narrow(1, 1, vv.taps[0].size()[1]);
+    let diff = common::max_abs_diff(&vv.taps[0], &block0_output);
+    assert!(diff > 1e-3, "tap inside block 0 should differ from block 0's output, max |Δ| = {diff}");
+}
+
+#[test]
+fn half_precision_stays_close_to_fp32() {
+    let reference = read_tensors(&fixture("clip_tiny/reference.safetensors"));
+    let images = &reference["images"];
+    for precision in [Precision::Bf16, Precision::Fp16] {
+        let clip = load_tiny(precision);
+        let vv = tch::no_grad(|| clip.visual.forward_vv(images, &TINY_TAPS).unwrap()).to_kind(Kind::Float);
+        for (what, got, want) in [("g", &vv.global, &reference["vv_global"]), ("T", &vv.patch_tokens, &reference["vv_patch_tokens"])] {
+            let cos = Tensor::cosine_similarity(&got.flatten(0, -1), &want.flatten(0, -1), 0, 1e-12).double_value(&[]);
+            eprintln!("{precision} {what}: cosine to fp32 reference {cos:.6}");
+            assert!(cos > 0.999, "{precision} {what}: cosine {cos}");
+        }
+    }
+}
+
+#[test]
+fn embed_cli_writes_the_reference_features() {
+    let dir = fixture("clip_tiny");
+    let out = tempfile::tempdir().unwrap();
+    let output = out.path().join("tiny.safetensors");
+    let images: Vec<String> = (0..2).map(|i| dir.join(format!("images/image{i}.png")).display().to_string()).collect();
+    let weights = dir.join("weights.safetensors");
+    let mut args = vec!["embed", "--weights", weights.to_str().unwrap()];
+    let config = dir.join("config.json");
+    args.extend(["--model-config", config.to_str().unwrap(), "--device", "cpu", "--taps", "1,3", "--batch-size", "1", "-o", output.to_str().unwrap(), "--image"]);
+    args.extend(images.iter().map(String::as_str));
+    let run = promptad(&args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let got = read_tensors(&output);
+    let reference = read_tensors(&dir.join("reference.safetensors"));
+    // The PNGs are at the model's input size, so Pillow's resize is the identity and the whole
+    // path (decode, normalise, model) must agree with the Python side.
+    assert_close("embed image_global", &got["image_global"], &reference["image_features"], 1e-5);
+    assert_close("embed image_patch_tokens", &got["image_patch_tokens"], &reference["vv_patch_tokens"], 1e-5);
+    assert_close("embed image_tap_1", &got["image_tap_1"], &reference["vv_tap_1"], 1e-5);
+    assert_close("embed image_tap_3", &got["image_tap_3"], &reference["vv_tap_3"], 1e-5);
+}
+
+#[test]
+fn full_size_vit_b_16_plus_240_matches_open_clip() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    run_python("make_clip_fixtures.py", &["full", dir.path().to_str().unwrap()]);
+    eprintln!("full-size fixture generated in {:.1}s", started.elapsed().as_secs_f64());
+    let weights = dir.path().join("weights.safetensors");
+    let reference = read_tensors(&dir.path().join("reference.safetensors"));
+
+    // Library path: every output, 1e-4 (reference §6.4).
+    let clip = Clip::load(ModelConfig::vit_b_16_plus_240(), &weights, Device::Cpu, Precision::Fp32).unwrap();
+    assert_eq!(clip.checkpoint.tensors, 302);
+    assert_eq!(clip.checkpoint.parameters, 208_377_345);
+    check_model_outputs(&clip, &reference, &[3, 8], 1e-4);
+    drop(clip);
+
+    // CLI path, with real texts through our tokenizer.
+    let texts: Vec<String> = serde_json::from_str(&std::fs::read_to_string(dir.path().join("texts.json")).unwrap()).unwrap();
+    let output = dir.path().join("embed.safetensors");
+    let images: Vec<String> = (0..2).map(|i| dir.path().join(format!("images/image{i}.png")).display().to_string()).collect();
+    let mut args = vec!["embed", "--weights", weights.to_str().unwrap(), "--device", "cpu", "-o", output.to_str().unwrap(), "--image"];
+    args.extend(images.iter().map(String::as_str));
+    args.push("--text");
+    args.extend(texts.iter().map(String::as_str));
+    let run = promptad(&args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let got = read_tensors(&output);
+    assert_close("embed text_tokens", &got["text_tokens"], &reference["text"], 0.0);
+    assert_close("embed text_features", &got["text_features"], &reference["text_features"], 1e-4);
+    assert_close("embed image_global", &got["image_global"], &reference["image_features"], 1e-4);
+    assert_close("embed image_patch_tokens", &got["image_patch_tokens"], &reference["vv_patch_tokens"], 1e-4);
+    assert_close("embed image_tap_3 (M1)", &got["image_tap_3"], &reference["vv_tap_3"], 1e-4);
+    assert_close("embed image_tap_8 (M2)", &got["image_tap_8"], &reference["vv_tap_8"], 1e-4);
+}
+
+#[test]
+fn preprocess_matches_pillow_bicubic() {
+    let reference = read_tensors(&fixture("clip_tiny/preprocess.safetensors"));
+    for (name, want) in &reference {
+        let (h, w) = (want.size()[0] as u32, want.size()[1] as u32);
+        let image = read_rgb(&fixture(&format!("clip_tiny/preprocess/{name}.png"))).unwrap();
+        let ours = resize_bicubic(&image, w, h);
+        let ours = Tensor::from_slice(ours.as_raw()).view([h as i64, w as i64, 3]);
+        let diff = (ours.to_kind(Kind::Int64) - want.to_kind(Kind::Int64)).abs();
+        let max = diff.max().int64_value(&[]);
+        let identical = diff.eq(0).to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
+        eprintln!("{name} {}x{} -> {w}x{h}: max |Δ| = {max} u8 steps, {:.2}% identical", image.width(), image.height(), identical * 100.0);
+        assert!(max <= 1, "{name}: resize differs from Pillow by {max} u8 steps");
+    }
+}
+
+fn embed_error(args: &[&str]) -> String {
+    let run = promptad(args);
+    assert!(!run.status.success(), "expected failure for {args:?}");
+    String::from_utf8_lossy(&run.stderr).into_owned()
+}
+
+fn tiny_args<'a>(weights: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec!["embed", "--weights", weights, "--model-config", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/clip_tiny/config.json"), "--device", "cpu", "--taps", "1", "-o", out]
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let dir = fixture("clip_tiny");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.safetensors");
+    let out = out.to_str().unwrap();
+    let image = dir.join("images/image0.png");
+    let image = image.to_str().unwrap();
+    let weights = dir.join("weights.safetensors");
+
+    // Truncated checkpoint.
+    let bytes = std::fs::read(&weights).unwrap();
+    let truncated = tmp.path().join("truncated.safetensors");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let mut args = tiny_args(truncated.to_str().unwrap(), out);
+    args.extend(["--image", image]);
+    let err = embed_error(&args);
+    assert!(err.contains("truncated.safetensors") && err.contains("not a readable safetensors"), "{err}");
+
+    // Wrong config for the weights: the built-in full-size config with the tiny weights.
+    let err = embed_error(&["embed", "--weights", weights.to_str().unwrap(), "--device", "cpu", "-o", out, "--image", image]);
+    assert!(err.contains("visual.proj: model expects [896, 640], file has [32, 16]"), "{err}");
+    assert!(err.contains("--model-config"), "{err}");
+
+    // Missing and unexpected keys, each named.
+    let mut tensors = Tensor::read_safetensors(&weights).unwrap();
+    tensors.retain(|(name, _)| name != "visual.ln_post.bias");
+    tensors.push(("visual.attn_pool.weight".into(), Tensor::zeros([2], (Kind::Float, Device::Cpu))));
+    let edited = tmp.path().join("edited.safetensors");
+    Tensor::write_safetensors(&tensors, &edited).unwrap();
+    let mut args = tiny_args(edited.to_str().unwrap(), out);
+    args.extend(["--image", image]);
+    let err = embed_error(&args);
+    assert!(err.contains("missing keys") && err.contains("visual.ln_post.bias [32]"), "{err}");
+    assert!(err.contains("unexpected keys") && err.contains("visual.attn_pool.weight [2]"), "{err}");
+
+    // An image that is not an image.
+    let not_image = tmp.path().join("notes.png");
+    std::fs::write(&not_image, "this is text").unwrap();
+    let mut args = tiny_args(weights.to_str().unwrap(), out);
+    args.extend(["--image", not_image.to_str().unwrap()]);
+    let err = embed_error(&args);
+    assert!(err.contains("notes.png") && err.contains("cannot decode"), "{err}");
+
+    // Text tokenized for CLIP's vocabulary cannot run on the tiny vocabulary of 500.
+    let mut args = tiny_args(weights.to_str().unwrap(), out);
+    args.extend(["--text", "a photo of a cat"]);
+    let err = embed_error(&args);
+    assert!(err.contains("ids must lie in [0, 500)"), "{err}");
+
+    // A config that open_clip has but this port does not implement.
+    let config = tmp.path().join("timm.json");
+    std::fs::write(&config, r#"{"embed_dim": 16, "vision_cfg": {"timm_model_name": "x", "image_size": 64}, "text_cfg": {"context_length": 77, "vocab_size": 500, "width": 32, "heads": 4, "layers": 2}}"#).unwrap();
+    let err = embed_error(&["embed", "--weights", weights.to_str().unwrap(), "--model-config", config.to_str().unwrap(), "-o", out, "--image", image]);
+    assert!(err.contains("timm.json") && err.contains("timm_model_name"), "{err}");
+
+    // Nothing was left behind by any failure.
+    assert!(!Path::new(out).exists());
+}

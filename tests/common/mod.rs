@@ -1,0 +1,48 @@
+//! Shared by the integration tests: fixture paths, the reference Python, the binary, comparisons.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tch::{Kind, Tensor};
+
+pub fn fixture(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(relative)
+}
+
+/// The venv interpreter with torch, open_clip and scikit-learn (scripts/bootstrap.sh makes it).
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("PROMPTAD_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/promptad/venv/bin/python")
+    });
+    assert!(path.exists(), "reference Python {} not found: run scripts/bootstrap.sh (or set PROMPTAD_PYTHON)", path.display());
+    path
+}
+
+/// Runs a fixture script with the reference Python; panics with its output if it fails.
+pub fn run_python(script: &str, args: &[&str]) {
+    let output = Command::new(python()).arg(fixture(script)).args(args).output().expect("start python");
+    assert!(output.status.success(), "{script} {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+}
+
+pub fn promptad(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_promptad")).args(args).output().expect("start promptad")
+}
+
+pub fn read_tensors(path: &Path) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())).into_iter().collect()
+}
+
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size(), "shapes differ");
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
+}
+
+/// Asserts `max |a - b| <= tol`, naming the tensor, and returns the difference for reporting.
+pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f64) -> f64 {
+    let diff = max_abs_diff(got, want);
+    eprintln!("{what}: max |Δ| = {diff:.3e} (tolerance {tol:.0e})");
+    assert!(diff <= tol, "{what}: max |Δ| = {diff:e} > {tol:e}");
+    diff
+}

@@ -1,0 +1,177 @@
+//! End to end on a small generated dataset: training lowers the loss, detection beats chance by a
+//! stated margin, outputs are Parquet, and bad input gets clear errors.
+
+mod common;
+
+use std::path::Path;
+
+use common::promptad;
+use promptad::artifact::Artifact;
+use promptad::data::prepare::Compat;
+use promptad::data::synth::{generate, SynthConfig};
+use promptad::detect::DetectConfig;
+use promptad::metrics::{auroc, pixel_aupro, pixel_auroc, DEFAULT_FPR_LIMIT};
+use promptad::pipeline::demo::random_backbone;
+use promptad::pipeline::score::{score_category, table_file, ScoreOptions};
+use promptad::pipeline::train::{train_category, TrainJob};
+use promptad::prompt::learner::PromptConfig;
+use promptad::prompt::train::{Head, TrainConfig};
+use tch::Device;
+
+fn synth(root: &Path, categories: &[&str]) {
+    let config = SynthConfig {
+        seed: 5,
+        categories: categories.iter().map(|c| c.to_string()).collect(),
+        image_size: 160,
+        train_good: 4,
+        test_good: 6,
+        test_defective_per_type: 3,
+        overwrite: false,
+    };
+    generate(&config, root, || {}).unwrap();
+}
+
+fn job(root: &Path, category: &str, steps: usize) -> TrainJob {
+    TrainJob {
+        dataset_root: root.to_path_buf(),
+        category: category.into(),
+        category_name: Some(category.into()),
+        anomaly_suffixes: Some(vec!["{} with scratch".into(), "{} with hole".into()]),
+        k: 2,
+        seed: 1,
+        shots: None,
+        image_prompts: PromptConfig::image_level(),
+        pixel_prompts: PromptConfig::pixel_level(),
+        train: TrainConfig { steps, ..TrainConfig::default() },
+        detect: DetectConfig::default(),
+    }
+}
+
+fn options() -> ScoreOptions {
+    ScoreOptions { batch_size: 8, compat: Compat::Rgb, skip_bad: false, overwrite: false }
+}
+
+/// Detection on generated defects with a random backbone must beat chance by these margins
+/// (AUROC 0.5, AUPRO 0.15) in the mean over categories.
+const IMAGE_AUROC_MIN: f64 = 0.70;
+const PIXEL_AUROC_MIN: f64 = 0.75;
+const AUPRO_MIN: f64 = 0.30;
+
+#[test]
+fn trains_scores_and_beats_chance_on_generated_defects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let categories = ["marble", "washer"];
+    synth(&data, &categories);
+    let (clip, backbone) = random_backbone(7, Device::Cpu).unwrap();
+    let (mut image_aurocs, mut pixel_aurocs, mut aupros) = (Vec::new(), Vec::new(), Vec::new());
+    for category in categories {
+        let model = tmp.path().join("models").join(category);
+        let mut losses: Vec<(Head, f64)> = Vec::new();
+        let manifest = train_category(&job(&data, category, 40), &clip, backbone.clone(), &model, false, |h, _, l| losses.push((h, l))).unwrap();
+        for head in [Head::Image, Head::Pixel] {
+            let l: Vec<f64> = losses.iter().filter(|(h, _)| *h == head).map(|(_, l)| *l).collect();
+            assert_eq!(l.len(), 40);
+            assert!(l[39] < l[0], "{category} {head:?}: training did not lower the loss: {} -> {}", l[0], l[39]);
+        }
+        assert_eq!(manifest.shots.len(), 2);
+        let artifact = Artifact::read(&model).unwrap();
+        let scored = score_category(&artifact, &clip, DetectConfig::default(), &data, category, &tmp.path().join("scores"), &options(), |_| {}).unwrap();
+        let (scores, labels): (Vec<f64>, Vec<bool>) = scored.image_scores.iter().copied().unzip();
+        let (i, p, a) = (auroc(&scores, &labels).unwrap(), pixel_auroc(&scored.pixel_stats).unwrap(), pixel_aupro(&scored.pixel_stats, DEFAULT_FPR_LIMIT).unwrap());
+        eprintln!("{category}: image AUROC {i:.4}, pixel AUROC {p:.4}, AUPRO {a:.4}");
+        image_aurocs.push(i);
+        pixel_aurocs.push(p);
+        aupros.push(a);
+        for table in ["scores", "maps", "metric_stats"] {
+            assert!(table_file(&scored.out_dir, table, category).is_file(), "{table}");
+        }
+        // A second run refuses to overwrite.
+        let again = score_category(&artifact, &clip, DetectConfig::default(), &data, category, &tmp.path().join("scores"), &options(), |_| {});
+        assert!(again.err().unwrap().to_string().contains("--overwrite"));
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (i, p, a) = (mean(&image_aurocs), mean(&pixel_aurocs), mean(&aupros));
+    eprintln!("mean: image AUROC {i:.4}, pixel AUROC {p:.4}, AUPRO {a:.4}");
+    assert!(i >= IMAGE_AUROC_MIN, "mean image AUROC {i} < {IMAGE_AUROC_MIN}");
+    assert!(p >= PIXEL_AUROC_MIN, "mean pixel AUROC {p} < {PIXEL_AUROC_MIN}");
+    assert!(a >= AUPRO_MIN, "mean AUPRO {a} < {AUPRO_MIN}");
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synth(&data, &["weave"]);
+    let (clip, backbone) = random_backbone(7, Device::Cpu).unwrap();
+    let train = |job: TrainJob| train_category(&job, &clip, backbone.clone(), &tmp.path().join("m"), true, |_, _, _| {}).map(|_| ()).unwrap_err().to_string();
+
+    // Unknown category: not built in and no display name.
+    let err = train(TrainJob { category_name: None, anomaly_suffixes: None, ..job(&data, "weave", 1) });
+    assert!(err.contains("unknown category \"weave\"") && err.contains("--category-name"), "{err}");
+    // A category that is not in the dataset folder.
+    let err = train(job(&data, "bottle_cap", 1));
+    assert!(err.contains("bottle_cap") && err.contains("weave"), "{err}");
+    // More shots than normal training images.
+    let err = train(TrainJob { k: 9, ..job(&data, "weave", 1) });
+    assert!(err.contains("k = 9") && err.contains("4 images"), "{err}");
+
+    // A corrupt shot names its file.
+    let shot = data.join("weave/train/good/000.png");
+    let original = std::fs::read(&shot).unwrap();
+    std::fs::write(&shot, b"\x89PNG broken").unwrap();
+    let err = train(TrainJob { shots: Some(vec!["000".into()]), ..job(&data, "weave", 1) });
+    assert!(err.contains("weave/train/good/000.png") && err.contains("cannot decode"), "{err}");
+    std::fs::write(&shot, original).unwrap();
+
+    let model = tmp.path().join("model");
+    train_category(&job(&data, "weave", 2), &clip, backbone.clone(), &model, false, |_, _, _| {}).unwrap();
+    let artifact = Artifact::read(&model).unwrap();
+    let score = |out: &str, skip_bad: bool| {
+        score_category(&artifact, &clip, DetectConfig::default(), &data, "weave", &tmp.path().join(out), &ScoreOptions { skip_bad, ..options() }, |_| {})
+    };
+
+    // A corrupt test image: an error naming it, or with skip_bad a recorded row.
+    let defect_dir = std::fs::read_dir(data.join("weave/test")).unwrap().map(|e| e.unwrap().path()).find(|p| !p.ends_with("good")).unwrap();
+    let victim = defect_dir.join("000.png");
+    std::fs::write(&victim, b"not an image").unwrap();
+    let err = score("s1", false).err().unwrap().to_string();
+    assert!(err.contains(&victim.display().to_string()) && err.contains("--skip-bad"), "{err}");
+    assert!(!table_file(&tmp.path().join("s1"), "scores", "weave").exists(), "no partial output after a failure");
+    assert!(std::fs::read_dir(tmp.path().join("s1/scores/category=weave")).unwrap().next().is_none(), "no temporary file left behind");
+    let summary = score("s2", true).unwrap();
+    assert_eq!(summary.skipped.len(), 1);
+    let file = std::fs::File::open(table_file(&summary.out_dir, "scores", "weave")).unwrap();
+    let batches: Vec<_> = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap().map(Result::unwrap).collect();
+    let errors: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            let column = b.column_by_name("error").unwrap().as_any().downcast_ref::<arrow::array::StringArray>().unwrap().clone();
+            column.iter().flatten().map(str::to_string).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(errors.len(), 1, "the skipped image is a row with its error");
+    assert!(errors[0].contains("000.png"), "{errors:?}");
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, summary.images, "every image, skipped or not, has a row");
+
+    // A defect image without its mask.
+    let mask = data.join("weave/ground_truth").join(defect_dir.file_name().unwrap()).join("001_mask.png");
+    std::fs::remove_file(&mask).unwrap();
+    let err = score("s3", true).err().unwrap().to_string();
+    assert!(err.contains("001.png") && err.contains("001_mask.png"), "{err}");
+}
+
+#[test]
+fn demo_cli_reports_metrics_against_chance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let run = promptad(&["demo", "--out", out.to_str().unwrap(), "--categories", "grid", "--steps", "3", "--image-size", "96", "--device", "cpu", "-k", "1"]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("RANDOM weights"), "{stdout}");
+    for row in ["grid", "mean", "chance", "mean - chance"] {
+        assert!(stdout.lines().any(|l| l.starts_with(row)), "missing row {row}:\n{stdout}");
+    }
+    assert!(table_file(&out.join("scores"), "maps", "grid").is_file());
+}

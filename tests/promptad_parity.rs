@@ -1,0 +1,128 @@
+//! PromptAD against an independent Python reference written from the reference document
+//! (`tests/fixtures/make_promptad_fixtures.py`), on a small random CLIP with the full vocabulary,
+//! the same weights and the same injected initial context vectors: prompt assembly and token
+//! ids, the three losses and their gradients, SGD steps, the prototypes after 3 steps, the memory
+//! distances, and every score and map, in fp32.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{assert_close, read_tensors, run_python};
+use promptad::clip::{Clip, ModelConfig, Precision};
+use promptad::detect::fusion::{anomaly_probability, harmonic_fusion};
+use promptad::detect::memory::VisualMemory;
+use promptad::detect::{DetectConfig, Detector, Guidance};
+use promptad::prompt::categories::Catalog;
+use promptad::prompt::learner::{PromptConfig, PromptLearner};
+use promptad::prompt::train::{losses, text_prototypes, TrainConfig, Trainer};
+use tch::{Device, Tensor};
+
+const TAPS: [usize; 2] = [1, 3];
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    clip: Clip,
+    reference: HashMap<String, Tensor>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    run_python("make_promptad_fixtures.py", &[dir.path().to_str().unwrap()]);
+    let config = ModelConfig::from_file(&dir.path().join("config.json")).unwrap();
+    let clip = Clip::load(config, &dir.path().join("weights.safetensors"), Device::Cpu, Precision::Fp32).unwrap();
+    let reference = read_tensors(&dir.path().join("reference.safetensors"));
+    Fixture { _dir: dir, clip, reference }
+}
+
+/// One head end to end up to its prototypes; returns them.
+fn check_head(f: &Fixture, head: &str, category: &str, config: PromptConfig, features: &Tensor) -> Tensor {
+    let r = |key: &str| &f.reference[&format!("{head}.{key}")];
+    let category = Catalog::builtin().resolve(category, None, None).unwrap();
+    let mut learner = PromptLearner::new(&f.clip, &category, config).unwrap();
+    let (tn, tm, tl) = learner.tokens();
+    assert_close(&format!("{head} tokens normal"), tn, r("tokens_normal"), 0.0);
+    assert_close(&format!("{head} tokens manual"), tm, r("tokens_map"), 0.0);
+    assert_close(&format!("{head} tokens learnable"), tl, r("tokens_lap"), 0.0);
+    learner.set_context(r("normal_ctx_init"), r("abnormal_ctx_init")).unwrap();
+    let (normal, manual, learnable) = learner.forward();
+    assert_close(&format!("{head} prompts normal"), &normal.embeddings, r("prompts_normal"), 1e-7);
+    assert_close(&format!("{head} prompts manual"), &manual.embeddings, r("prompts_map"), 1e-7);
+    assert_close(&format!("{head} prompts learnable"), &learnable.embeddings, r("prompts_lap"), 1e-7);
+
+    let train_config = TrainConfig::default();
+    let step0 = losses(&f.clip, &learner, features, &train_config).unwrap();
+    assert_close(&format!("{head} contrastive loss"), &step0.contrastive, r("loss_ce"), 1e-5);
+    assert_close(&format!("{head} EAM loss"), &step0.eam, r("loss_eam"), 1e-5);
+    assert_close(&format!("{head} alignment loss"), &step0.align, r("loss_align"), 1e-6);
+    assert_close(&format!("{head} total loss"), &step0.total, r("loss_total"), 1e-5);
+    step0.total.backward();
+    assert_close(&format!("{head} d loss / d normal ctx"), &learner.normal_ctx.grad(), r("grad_normal_ctx"), 1e-4);
+    assert_close(&format!("{head} d loss / d anomaly ctx"), &learner.anomaly_ctx.grad(), r("grad_abnormal_ctx"), 1e-4);
+    let _ = learner.normal_ctx.grad().zero_();
+    let _ = learner.anomaly_ctx.grad().zero_();
+
+    let mut trainer = Trainer::new(&learner, &train_config).unwrap();
+    let mut history = Vec::new();
+    for step in 0..3 {
+        history.push(trainer.step(&f.clip, &learner, features).unwrap());
+        if step == 0 {
+            assert_close(&format!("{head} normal ctx after 1 step"), &learner.normal_ctx, r("normal_ctx_step1"), 1e-6);
+            assert_close(&format!("{head} anomaly ctx after 1 step"), &learner.anomaly_ctx, r("abnormal_ctx_step1"), 1e-6);
+        }
+    }
+    assert_close(&format!("{head} losses of steps 0-2"), &Tensor::from_slice(&history).to_kind(tch::Kind::Float), r("losses"), 1e-4);
+    assert_close(&format!("{head} normal ctx after 3 steps"), &learner.normal_ctx, r("normal_ctx_step3"), 1e-5);
+    assert_close(&format!("{head} anomaly ctx after 3 steps"), &learner.anomaly_ctx, r("abnormal_ctx_step3"), 1e-5);
+    let prototypes = text_prototypes(&f.clip, &learner).unwrap();
+    assert_close(&format!("{head} prototypes after 3 steps"), &prototypes, r("text_features"), 1e-4);
+    prototypes
+}
+
+#[test]
+fn promptad_matches_the_python_reference() {
+    let f = fixture();
+    let r = |key: &str| &f.reference[key];
+    let encode = |images: &Tensor| tch::no_grad(|| f.clip.visual.forward_vv(images, &TAPS).unwrap().normalized());
+    let train = encode(r("train_images"));
+    let test = encode(r("test_images"));
+    for (split, features) in [("train", &train), ("test", &test)] {
+        assert_close(&format!("{split} global"), &features.global, r(&format!("{split}.global")), 1e-5);
+        assert_close(&format!("{split} tokens"), &features.patch_tokens, r(&format!("{split}.tokens")), 1e-5);
+        assert_close(&format!("{split} tap 1"), &features.taps[0], r(&format!("{split}.tap_1")), 1e-5);
+        assert_close(&format!("{split} tap 3"), &features.taps[1], r(&format!("{split}.tap_3")), 1e-5);
+    }
+
+    let image_prototypes = check_head(&f, "cls", "bottle", PromptConfig::image_level(), &train.global);
+    let pixel_prototypes = check_head(&f, "seg", "metal_nut", PromptConfig::pixel_level(), &train.patch_tokens);
+
+    let memory = VisualMemory::from_taps(&train.taps);
+    assert_close("memory bank 1", &memory.banks[0], r("memory.r1"), 0.0);
+    assert_close("memory bank 2", &memory.banks[1], r("memory.r2"), 0.0);
+    let visual = memory.distance(&test.taps);
+    assert_close("visual distance V", &visual, r("test.visual_distance"), 1e-6);
+
+    let t = f.clip.logit_scale_raw();
+    let patch_prob = anomaly_probability(&test.patch_tokens, &pixel_prototypes, t);
+    assert_close("patch probabilities", &patch_prob, r("seg.patch_prob"), 1e-5);
+    assert_close("fused grid map", &harmonic_fusion(&patch_prob, &visual), r("seg.fused"), 1e-5);
+
+    let detector = Detector {
+        clip: &f.clip,
+        memory,
+        image_prototypes,
+        pixel_prototypes,
+        config: DetectConfig { taps: TAPS.to_vec(), ..DetectConfig::default() },
+    };
+    let detection = detector.detect(r("test_images")).unwrap();
+    assert_close("image text score", &detection.text_score, r("cls.text_score"), 1e-5);
+    let visual_max = r("cls.visual_map").amax([1, 2], false);
+    assert_close("max of the 400×400 visual map", &detection.visual_max, &visual_max, 1e-6);
+    assert_close("image score", &detection.image_score, r("cls.image_score"), 1e-5);
+    assert_close("pixel map (400×400, Gaussian σ=4)", &detection.map, r("seg.map"), 1e-5);
+
+    // The ablations use the same pieces: vision-only is the smoothed visual map and its max.
+    let vision_only = Detector { config: DetectConfig { guidance: Guidance::VisionOnly, ..detector.config.clone() }, ..detector };
+    let ablation = vision_only.detect(r("test_images")).unwrap();
+    assert_close("vision-only image score", &ablation.image_score, &visual_max, 1e-6);
+}
