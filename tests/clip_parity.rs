@@ -152,6 +152,8 @@ fn preprocess_matches_pillow_bicubic() {
         let max = diff.max().int64_value(&[]);
         let identical = diff.eq(0).to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
         eprintln!("{name} {}x{} -> {w}x{h}: max |Δ| = {max} u8 steps, {:.2}% identical", image.width(), image.height(), identical * 100.0);
+        // Pillow 13 runs some anisotropic reductions vertical pass first (its rule is not ported;
+        // see src/clip/preprocess.rs), which moves a share of pixels by one step.
         assert!(max <= 1, "{name}: resize differs from Pillow by {max} u8 steps");
     }
 }
@@ -187,7 +189,8 @@ fn bad_input_gets_a_clear_error() {
 
     // Wrong config for the weights: the built-in full-size config with the tiny weights.
     let err = embed_error(&["embed", "--weights", weights.to_str().unwrap(), "--device", "cpu", "-o", out, "--image", image]);
-    assert!(err.contains("visual.proj: model expects [896, 640], file has [32, 16]"), "{err}");
+    assert!(err.contains("ln_final.bias: model expects [640], file has [32]"), "{err}");
+    assert!(err.contains("missing keys") && err.contains("transformer.resblocks.10.attn.in_proj_weight [1920, 640]"), "{err}");
     assert!(err.contains("--model-config"), "{err}");
 
     // Missing and unexpected keys, each named.

@@ -30,7 +30,11 @@ pub(crate) fn descending_order(
     labels: usize,
 ) -> Result<Vec<usize>, MetricError> {
     if scores.len() != labels {
-        return Err(MetricError::LengthMismatch { metric, scores: scores.len(), labels });
+        return Err(MetricError::LengthMismatch {
+            metric,
+            scores: scores.len(),
+            labels,
+        });
     }
     if let Some(index) = scores.iter().position(|s| s.is_nan()) {
         return Err(MetricError::NanScore { metric, index });
@@ -71,8 +75,12 @@ mod tests {
 
     #[test]
     fn groups_ties_highest_first() {
-        let levels =
-            binary_levels("t", &[0.5, 0.9, 0.5, 0.1, -0.0, 0.0], &[true, false, false, true, true, false]).unwrap();
+        let levels = binary_levels(
+            "t",
+            &[0.5, 0.9, 0.5, 0.1, -0.0, 0.0],
+            &[true, false, false, true, true, false],
+        )
+        .unwrap();
         let want = [(1, 0), (1, 1), (0, 1), (1, 1)];
         let got: Vec<(u64, u64)> = levels.iter().map(|l| (l.negatives, l.positives)).collect();
         assert_eq!(got, want);
@@ -82,11 +90,18 @@ mod tests {
     fn rejects_nan_and_length_mismatch() {
         assert_eq!(
             binary_levels("t", &[0.1, f64::NAN], &[true, false]),
-            Err(MetricError::NanScore { metric: "t", index: 1 })
+            Err(MetricError::NanScore {
+                metric: "t",
+                index: 1
+            })
         );
         assert_eq!(
             binary_levels("t", &[0.1], &[true, false]),
-            Err(MetricError::LengthMismatch { metric: "t", scores: 1, labels: 2 })
+            Err(MetricError::LengthMismatch {
+                metric: "t",
+                scores: 1,
+                labels: 2
+            })
         );
     }
 }

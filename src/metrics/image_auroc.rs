@@ -35,7 +35,9 @@ impl Default for ImageAuroc {
 
 impl ImageAuroc {
     pub fn new() -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable) }
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
     }
 }
 
@@ -132,11 +134,18 @@ mod tests {
     use arrow::array::{BooleanArray, Float64Array, Int64Array};
 
     fn batch(scores: &[Option<f64>], labels: &[Option<bool>]) -> Vec<ArrayRef> {
-        vec![Arc::new(Float64Array::from(scores.to_vec())), Arc::new(BooleanArray::from(labels.to_vec()))]
+        vec![
+            Arc::new(Float64Array::from(scores.to_vec())),
+            Arc::new(BooleanArray::from(labels.to_vec())),
+        ]
     }
 
     fn state_arrays(acc: &mut ImageAurocAccumulator) -> Vec<ArrayRef> {
-        acc.state().unwrap().iter().map(|s| s.to_array().unwrap()).collect()
+        acc.state()
+            .unwrap()
+            .iter()
+            .map(|s| s.to_array().unwrap())
+            .collect()
     }
 
     #[test]
@@ -144,7 +153,13 @@ mod tests {
         let mut acc = ImageAurocAccumulator::default();
         acc.update_batch(&batch(
             &[Some(0.5), Some(0.5), Some(0.9), None, Some(0.1)],
-            &[Some(true), Some(false), Some(true), Some(false), Some(false)],
+            &[
+                Some(true),
+                Some(false),
+                Some(true),
+                Some(false),
+                Some(false),
+            ],
         ))
         .unwrap();
         // nulls skipped; pairs: (0.5+) vs 0.5- tie, everything else won: 3.5 / 4
@@ -154,31 +169,45 @@ mod tests {
     #[test]
     fn integer_labels() {
         let mut acc = ImageAurocAccumulator::default();
-        let values: Vec<ArrayRef> =
-            vec![Arc::new(Float64Array::from(vec![0.2, 0.8])), Arc::new(Int64Array::from(vec![0, 1]))];
+        let values: Vec<ArrayRef> = vec![
+            Arc::new(Float64Array::from(vec![0.2, 0.8])),
+            Arc::new(Int64Array::from(vec![0, 1])),
+        ];
         acc.update_batch(&values).unwrap();
         assert_eq!(acc.evaluate().unwrap(), ScalarValue::Float64(Some(1.0)));
-        let bad: Vec<ArrayRef> = vec![Arc::new(Float64Array::from(vec![0.2])), Arc::new(Int64Array::from(vec![2]))];
-        assert!(acc.update_batch(&bad).unwrap_err().to_string().contains("label must be 0 or 1"));
+        let bad: Vec<ArrayRef> = vec![
+            Arc::new(Float64Array::from(vec![0.2])),
+            Arc::new(Int64Array::from(vec![2])),
+        ];
+        assert!(acc
+            .update_batch(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("label must be 0 or 1"));
     }
 
     #[test]
     fn undefined_is_null() {
         let mut acc = ImageAurocAccumulator::default();
         assert_eq!(acc.evaluate().unwrap(), ScalarValue::Float64(None));
-        acc.update_batch(&batch(&[Some(0.1), Some(0.2)], &[Some(true), Some(true)])).unwrap();
+        acc.update_batch(&batch(&[Some(0.1), Some(0.2)], &[Some(true), Some(true)]))
+            .unwrap();
         assert_eq!(acc.evaluate().unwrap(), ScalarValue::Float64(None));
     }
 
     #[test]
     fn nan_is_an_error() {
         let mut acc = ImageAurocAccumulator::default();
-        assert!(acc.update_batch(&batch(&[Some(f64::NAN)], &[Some(true)])).is_err());
+        assert!(acc
+            .update_batch(&batch(&[Some(f64::NAN)], &[Some(true)]))
+            .is_err());
     }
 
     #[test]
     fn merge_law() {
-        let scores: Vec<Option<f64>> = (0..23).map(|i| Some(((i * 7) % 11) as f64 / 10.0)).collect();
+        let scores: Vec<Option<f64>> = (0..23)
+            .map(|i| Some(((i * 7) % 11) as f64 / 10.0))
+            .collect();
         let labels: Vec<Option<bool>> = (0..23).map(|i| Some(i % 3 == 0)).collect();
         let mut whole = ImageAurocAccumulator::default();
         whole.update_batch(&batch(&scores, &labels)).unwrap();
@@ -186,8 +215,10 @@ mod tests {
         for split in [0, 1, 5, 22, 23] {
             let mut a = ImageAurocAccumulator::default();
             let mut b = ImageAurocAccumulator::default();
-            a.update_batch(&batch(&scores[..split], &labels[..split])).unwrap();
-            b.update_batch(&batch(&scores[split..], &labels[split..])).unwrap();
+            a.update_batch(&batch(&scores[..split], &labels[..split]))
+                .unwrap();
+            b.update_batch(&batch(&scores[split..], &labels[split..]))
+                .unwrap();
             // final accumulator sees only states, in either order
             let mut fin = ImageAurocAccumulator::default();
             fin.merge_batch(&state_arrays(&mut b)).unwrap();
@@ -200,11 +231,16 @@ mod tests {
     fn coercion() {
         let u = ImageAuroc::new();
         assert_eq!(
-            u.coerce_types(&[DataType::Float32, DataType::Int32]).unwrap(),
+            u.coerce_types(&[DataType::Float32, DataType::Int32])
+                .unwrap(),
             vec![DataType::Float64, DataType::Int64]
         );
-        assert!(u.coerce_types(&[DataType::Utf8, DataType::Boolean]).is_err());
-        assert!(u.coerce_types(&[DataType::Float64, DataType::Utf8]).is_err());
+        assert!(u
+            .coerce_types(&[DataType::Utf8, DataType::Boolean])
+            .is_err());
+        assert!(u
+            .coerce_types(&[DataType::Float64, DataType::Utf8])
+            .is_err());
         assert!(u.coerce_types(&[DataType::Float64]).is_err());
     }
 }

@@ -22,7 +22,10 @@ use super::error::MetricError;
 /// (values must be 0 or 1).
 pub(crate) fn coerce_score_label(name: &str, arg_types: &[DataType]) -> Result<Vec<DataType>> {
     let [score, label] = arg_types else {
-        return plan_err!("{name}(score, label) takes 2 arguments, got {}", arg_types.len());
+        return plan_err!(
+            "{name}(score, label) takes 2 arguments, got {}",
+            arg_types.len()
+        );
     };
     let score = if score.is_numeric() || score == &DataType::Null {
         DataType::Float64
@@ -32,13 +35,21 @@ pub(crate) fn coerce_score_label(name: &str, arg_types: &[DataType]) -> Result<V
     let label = match label {
         DataType::Boolean | DataType::Null => DataType::Boolean,
         t if t.is_integer() => DataType::Int64,
-        t => return plan_err!("{name}(score, label): label must be BOOLEAN or an integer 0/1, got {t}"),
+        t => {
+            return plan_err!(
+                "{name}(score, label): label must be BOOLEAN or an integer 0/1, got {t}"
+            )
+        }
     };
     Ok(vec![score, label])
 }
 
 fn list_field(name: &str, field: &str, item: DataType) -> FieldRef {
-    Arc::new(Field::new_list(format_state_name(name, field), Field::new_list_field(item, true), true))
+    Arc::new(Field::new_list(
+        format_state_name(name, field),
+        Field::new_list_field(item, true),
+        true,
+    ))
 }
 
 /// All (score, label) pairs of a group.
@@ -50,7 +61,10 @@ pub(crate) struct LabelledScores {
 
 impl LabelledScores {
     pub fn state_fields(name: &str) -> Vec<FieldRef> {
-        vec![list_field(name, "scores", DataType::Float64), list_field(name, "labels", DataType::Boolean)]
+        vec![
+            list_field(name, "scores", DataType::Float64),
+            list_field(name, "labels", DataType::Boolean),
+        ]
     }
 
     /// Appends the rows where neither score nor label is null.
@@ -59,7 +73,10 @@ impl LabelledScores {
             return exec_err!("{metric}: expected 2 arguments, got {}", values.len());
         };
         let scores = scores.as_primitive_opt::<Float64Type>().ok_or_else(|| {
-            datafusion::error::DataFusionError::Execution(format!("{metric}: score is {}, not Float64", scores.data_type()))
+            datafusion::error::DataFusionError::Execution(format!(
+                "{metric}: score is {}, not Float64",
+                scores.data_type()
+            ))
         })?;
         match labels.data_type() {
             DataType::Boolean => {
@@ -111,7 +128,10 @@ impl LabelledScores {
             Arc::new(BooleanArray::from(self.labels.clone())),
             None,
         );
-        vec![ScalarValue::List(Arc::new(scores)), ScalarValue::List(Arc::new(labels))]
+        vec![
+            ScalarValue::List(Arc::new(scores)),
+            ScalarValue::List(Arc::new(labels)),
+        ]
     }
 
     pub fn merge(&mut self, metric: &str, states: &[ArrayRef]) -> Result<()> {
@@ -126,9 +146,18 @@ impl LabelledScores {
                 continue;
             }
             let (s, l) = (scores.value_offsets(), labels.value_offsets());
-            let (s0, s1, l0, l1) = (s[i] as usize, s[i + 1] as usize, l[i] as usize, l[i + 1] as usize);
+            let (s0, s1, l0, l1) = (
+                s[i] as usize,
+                s[i + 1] as usize,
+                l[i] as usize,
+                l[i + 1] as usize,
+            );
             if s1 - s0 != l1 - l0 {
-                return exec_err!("{metric}: state has {} scores but {} labels", s1 - s0, l1 - l0);
+                return exec_err!(
+                    "{metric}: state has {} scores but {} labels",
+                    s1 - s0,
+                    l1 - l0
+                );
             }
             for (j, k) in (s0..s1).zip(l0..l1) {
                 self.scores.push(score_values.value(j));

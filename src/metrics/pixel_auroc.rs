@@ -43,7 +43,9 @@ impl Default for PixelAuroc {
 
 impl PixelAuroc {
     pub fn new() -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable) }
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
     }
 }
 
@@ -118,7 +120,11 @@ impl AggregateUDFImpl for PixelAuroc {
 /// The one state field of `pixel_auroc` and `pixel_aupro`: `<name>[stats]`, the merged
 /// statistics in the layout of [`stats_data_type`].
 pub(crate) fn stats_state_field(name: &str) -> FieldRef {
-    Arc::new(Field::new(format_state_name(name, "stats"), stats_data_type(), true))
+    Arc::new(Field::new(
+        format_state_name(name, "stats"),
+        stats_data_type(),
+        true,
+    ))
 }
 
 /// Adds every non-null stats value of `array` to `sum`.
@@ -130,8 +136,12 @@ pub(crate) fn add_stats_column(sum: &mut StatsSum, array: &ArrayRef) -> Result<(
 
 /// The state of a [`StatsSum`]: one stats value.
 pub(crate) fn stats_state(sum: &mut StatsSum) -> Result<Vec<ScalarValue>> {
-    let stats = sum.to_stats().map_err(|e| DataFusionError::External(Box::new(e)))?;
-    Ok(vec![ScalarValue::Struct(Arc::new(to_struct_array(&[stats])))])
+    let stats = sum
+        .to_stats()
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    Ok(vec![ScalarValue::Struct(Arc::new(to_struct_array(&[
+        stats,
+    ])))])
 }
 
 /// Accumulator of `pixel_auroc`. State: `[stats]`, the sum of the statistics seen so far (a
@@ -147,7 +157,10 @@ impl Accumulator for PixelAurocAccumulator {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let stats = self.sum.to_stats().map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let stats = self
+            .sum
+            .to_stats()
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         metric_scalar(pixel_auroc(&stats))
     }
 
@@ -176,7 +189,9 @@ mod tests {
     fn images() -> Vec<(Vec<u16>, Vec<bool>)> {
         let mut seed = 11u64;
         let mut next = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             seed >> 33
         };
         (0..12)
@@ -189,18 +204,27 @@ mod tests {
     }
 
     fn stats_of(imgs: &[(Vec<u16>, Vec<bool>)]) -> Vec<ImageStats> {
-        imgs.iter().map(|(m, k)| ImageStats::from_map(m, k, 6, 5).unwrap()).collect()
+        imgs.iter()
+            .map(|(m, k)| ImageStats::from_map(m, k, 6, 5).unwrap())
+            .collect()
     }
 
     fn state_arrays(acc: &mut PixelAurocAccumulator) -> Vec<ArrayRef> {
-        acc.state().unwrap().iter().map(|s| s.to_array().unwrap()).collect()
+        acc.state()
+            .unwrap()
+            .iter()
+            .map(|s| s.to_array().unwrap())
+            .collect()
     }
 
     #[test]
     fn equals_reference_and_merge_law() {
         let imgs = images();
         let stats = stats_of(&imgs);
-        let scores: Vec<f64> = imgs.iter().flat_map(|(m, _)| m.iter().map(|&q| dequantize(q))).collect();
+        let scores: Vec<f64> = imgs
+            .iter()
+            .flat_map(|(m, _)| m.iter().map(|&q| dequantize(q)))
+            .collect();
         let labels: Vec<bool> = imgs.iter().flat_map(|(_, k)| k.iter().copied()).collect();
         let want = ScalarValue::Float64(Some(auroc(&scores, &labels).unwrap()));
 
@@ -223,7 +247,8 @@ mod tests {
     #[test]
     fn nulls_and_undefined() {
         let mut acc = PixelAurocAccumulator::default();
-        acc.update_batch(&[new_null_array(&stats_data_type(), 3)]).unwrap();
+        acc.update_batch(&[new_null_array(&stats_data_type(), 3)])
+            .unwrap();
         assert_eq!(acc.evaluate().unwrap(), ScalarValue::Float64(None));
         // only normal images: no defect pixel
         let normal = ImageStats::from_map(&[1, 2, 3, 4], &[false; 4], 2, 2).unwrap();
@@ -238,7 +263,12 @@ mod tests {
     fn rejects_non_stats_arguments() {
         let u = PixelAuroc::new();
         assert!(u.coerce_types(&[DataType::Float64]).is_err());
-        assert!(u.coerce_types(&[stats_data_type(), DataType::Float64]).is_err());
-        assert_eq!(u.coerce_types(&[stats_data_type()]).unwrap(), vec![stats_data_type()]);
+        assert!(u
+            .coerce_types(&[stats_data_type(), DataType::Float64])
+            .is_err());
+        assert_eq!(
+            u.coerce_types(&[stats_data_type()]).unwrap(),
+            vec![stats_data_type()]
+        );
     }
 }
