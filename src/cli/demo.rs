@@ -12,7 +12,9 @@ use crate::detect::DetectConfig;
 use crate::pipeline::demo::{mean, run_demo, table, DemoOptions, CHANCE};
 use crate::prompt::train::TrainConfig;
 
-/// The whole pipeline on generated data: writes a defect dataset (`promptad synth`), trains
+/// Run the whole pipeline on generated data and print a metrics table.
+///
+/// Writes a defect dataset (`promptad synth`), trains
 /// PromptAD on k normal images of each category, scores each test split, and prints image AUROC,
 /// pixel AUROC and AUPRO per category, their mean, and chance.
 ///

@@ -7,6 +7,8 @@ use clap::Args;
 
 use crate::runtime;
 
+/// Check that this machine can run promptad.
+///
 /// Checks the libtorch this binary loads against the one it was built for, lists CUDA devices,
 /// and runs a tiny computation with a known result on the CPU and on every GPU.
 ///

@@ -10,6 +10,8 @@ use clap::Args;
 use super::backbone::BackboneArgs;
 use crate::clip::embed::{embed, write_safetensors, EmbedRequest};
 
+/// Write backbone features (g, T, M1, M2, text) of images and texts.
+///
 /// Computes the CLIP features PromptAD uses and writes them to one safetensors file: for each
 /// image the global embedding g, the V-V patch tokens T and the memory taps (M1, M2); for each
 /// text its encode_text features and token ids. Key names and shapes: see the module docs of

@@ -14,6 +14,8 @@ use crate::detect::Guidance;
 use crate::metrics::{auroc, pixel_aupro, pixel_auroc, DEFAULT_FPR_LIMIT};
 use crate::pipeline::score::{score_category, ScoreOptions};
 
+/// Score a dataset with a trained model: scores, maps and metric statistics as Parquet.
+///
 /// Scores the test split of a category with a model artifact and writes three Hive-partitioned
 /// tables under OUT: scores/category=<c>/part-00000.parquet (one row per image: pred_score,
 /// text_score, visual_max, max_pixel_score, gt_label, ...), maps/... (the anomaly map at 400×400

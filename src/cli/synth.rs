@@ -8,6 +8,8 @@ use clap::Args;
 
 use crate::data::synth::{self, SynthConfig};
 
+/// Generate a defect dataset with pixel masks in the MVTec AD layout.
+///
 /// Generates a synthetic anomaly-detection dataset with known defects and exact pixel masks, in
 /// the MVTec AD layout: OUT_DIR/<category>/train/good/000.png, test/good/, test/<defect_type>/,
 /// ground_truth/<defect_type>/000_mask.png (8-bit, 255 = defect), plus OUT_DIR/synth.json

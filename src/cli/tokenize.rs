@@ -7,6 +7,8 @@ use clap::Args;
 
 use crate::clip::tokenizer::Tokenizer;
 
+/// Print the CLIP token ids of texts.
+///
 /// Prints the CLIP BPE token ids of each TEXT, one JSON array per line, as open_clip's
 /// `get_tokenizer('ViT-B-16-plus-240')` produces them: SOT (49406), the tokens, EOT (49407),
 /// truncated to the context length with EOT kept.

@@ -13,6 +13,8 @@ use crate::pipeline::train::{train_category, TrainJob};
 use crate::prompt::learner::PromptConfig;
 use crate::prompt::train::{Head, TrainConfig};
 
+/// Train one PromptAD model for one category from k normal images.
+///
 /// Trains PromptAD for one category from k normal images: builds the visual memory from the
 /// shots, learns the image-level (N=3) and pixel-level (N=1) prompts with the official losses and
 /// schedule (100 SGD steps), and writes the model artifact (tensors.safetensors + manifest.json).
