@@ -12,3 +12,4 @@ pub mod pipeline;
 pub mod prompt;
 pub mod runtime;
 pub mod sink;
+pub mod sql;

@@ -1,4 +1,4 @@
-//! [`ImageAupr`]: `image_aupr(score, label)`, area under the precision–recall curve over images,
+//! `image_aupr(score, label)`, area under the precision–recall curve over images,
 //! as anomalib reports it (`image_AUPR`).
 //!
 //! The definition is [`super::aupr::aupr`] (anomalib ≥ 2.3 `metrics/aupr.py`): torchmetrics'
@@ -8,40 +8,13 @@
 
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::ArrayRef;
-use arrow::datatypes::{DataType, FieldRef};
-use datafusion::common::Result;
-use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, Signature, Volatility,
-};
-use datafusion::scalar::ScalarValue;
+use datafusion::logical_expr::{AggregateUDF, Documentation};
 
 use super::aupr::aupr;
-use super::labelled_scores::{coerce_score_label, metric_scalar, LabelledScores};
+use super::labelled_scores::ImageMetricUdaf;
 use super::DOC_SECTION;
 
 const NAME: &str = "image_aupr";
-
-/// The `image_aupr` aggregate; see the module documentation.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct ImageAupr {
-    signature: Signature,
-}
-
-impl Default for ImageAupr {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ImageAupr {
-    pub fn new() -> Self {
-        Self {
-            signature: Signature::user_defined(Volatility::Immutable),
-        }
-    }
-}
 
 static DOCUMENTATION: LazyLock<Documentation> = LazyLock::new(|| {
     Documentation::builder(
@@ -65,77 +38,22 @@ static DOCUMENTATION: LazyLock<Documentation> = LazyLock::new(|| {
 /// The `image_aupr` aggregate function (a shared instance).
 pub fn image_aupr_udaf() -> Arc<AggregateUDF> {
     static INSTANCE: LazyLock<Arc<AggregateUDF>> =
-        LazyLock::new(|| Arc::new(AggregateUDF::from(ImageAupr::new())));
+        LazyLock::new(|| Arc::new(AggregateUDF::from(ImageMetricUdaf::new(NAME, aupr, || &DOCUMENTATION))));
     Arc::clone(&INSTANCE)
-}
-
-impl AggregateUDFImpl for ImageAupr {
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        coerce_score_label(NAME, arg_types)
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Float64)
-    }
-
-    fn is_nullable(&self) -> bool {
-        true
-    }
-
-    fn accumulator(&self, _acc_args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(ImageAuprAccumulator::default()))
-    }
-
-    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        Ok(LabelledScores::state_fields(args.name))
-    }
-
-    fn documentation(&self) -> Option<&Documentation> {
-        Some(&DOCUMENTATION)
-    }
-}
-
-/// Accumulator of `image_aupr`. State: [`LabelledScores`] (`[scores]: List<Float64>`,
-/// `[labels]: List<Boolean>`), merged by concatenation.
-#[derive(Debug, Default)]
-pub struct ImageAuprAccumulator {
-    pairs: LabelledScores,
-}
-
-impl Accumulator for ImageAuprAccumulator {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        self.pairs.update(NAME, values)
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        metric_scalar(aupr(&self.pairs.scores, &self.pairs.labels))
-    }
-
-    fn size(&self) -> usize {
-        self.pairs.size()
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(self.pairs.state())
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        self.pairs.merge(NAME, states)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{BooleanArray, Float64Array, Int64Array};
+    use crate::metrics::labelled_scores::ImageMetricAccumulator;
+    use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array};
+    use arrow::datatypes::DataType;
+    use datafusion::logical_expr::{Accumulator, AggregateUDFImpl};
+    use datafusion::scalar::ScalarValue;
+
+    fn accumulator() -> ImageMetricAccumulator {
+        ImageMetricAccumulator::new(NAME, aupr)
+    }
 
     fn batch(scores: &[Option<f64>], labels: &[Option<bool>]) -> Vec<ArrayRef> {
         vec![
@@ -144,7 +62,7 @@ mod tests {
         ]
     }
 
-    fn state_arrays(acc: &mut ImageAuprAccumulator) -> Vec<ArrayRef> {
+    fn state_arrays(acc: &mut ImageMetricAccumulator) -> Vec<ArrayRef> {
         acc.state()
             .unwrap()
             .iter()
@@ -154,7 +72,7 @@ mod tests {
 
     #[test]
     fn evaluates_with_ties_and_nulls() {
-        let mut acc = ImageAuprAccumulator::default();
+        let mut acc = accumulator();
         acc.update_batch(&batch(
             &[Some(0.5), Some(0.5), Some(0.9), None, Some(0.1)],
             &[
@@ -176,7 +94,7 @@ mod tests {
 
     #[test]
     fn integer_labels() {
-        let mut acc = ImageAuprAccumulator::default();
+        let mut acc = accumulator();
         let values: Vec<ArrayRef> = vec![
             Arc::new(Float64Array::from(vec![0.2, 0.8])),
             Arc::new(Int64Array::from(vec![0, 1])),
@@ -197,7 +115,7 @@ mod tests {
 
     #[test]
     fn undefined_is_null() {
-        let mut acc = ImageAuprAccumulator::default();
+        let mut acc = accumulator();
         assert_eq!(acc.evaluate().unwrap(), ScalarValue::Float64(None));
         acc.update_batch(&batch(&[Some(0.1), Some(0.2)], &[Some(true), Some(true)]))
             .unwrap();
@@ -206,7 +124,7 @@ mod tests {
 
     #[test]
     fn nan_is_an_error() {
-        let mut acc = ImageAuprAccumulator::default();
+        let mut acc = accumulator();
         assert!(acc
             .update_batch(&batch(&[Some(f64::NAN)], &[Some(true)]))
             .is_err());
@@ -218,18 +136,18 @@ mod tests {
             .map(|i| Some(((i * 7) % 11) as f64 / 10.0))
             .collect();
         let labels: Vec<Option<bool>> = (0..23).map(|i| Some(i % 3 == 0)).collect();
-        let mut whole = ImageAuprAccumulator::default();
+        let mut whole = accumulator();
         whole.update_batch(&batch(&scores, &labels)).unwrap();
         let want = whole.evaluate().unwrap();
         for split in [0, 1, 5, 22, 23] {
-            let mut a = ImageAuprAccumulator::default();
-            let mut b = ImageAuprAccumulator::default();
+            let mut a = accumulator();
+            let mut b = accumulator();
             a.update_batch(&batch(&scores[..split], &labels[..split]))
                 .unwrap();
             b.update_batch(&batch(&scores[split..], &labels[split..]))
                 .unwrap();
             // final accumulator sees only states, in either order
-            let mut fin = ImageAuprAccumulator::default();
+            let mut fin = accumulator();
             fin.merge_batch(&state_arrays(&mut b)).unwrap();
             fin.merge_batch(&state_arrays(&mut a)).unwrap();
             assert_eq!(fin.evaluate().unwrap(), want, "split at {split}");
@@ -238,7 +156,7 @@ mod tests {
 
     #[test]
     fn coercion() {
-        let u = ImageAupr::new();
+        let u = ImageMetricUdaf::new(NAME, aupr, || &DOCUMENTATION);
         assert_eq!(
             u.coerce_types(&[DataType::Float32, DataType::Int32])
                 .unwrap(),

@@ -14,7 +14,9 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArr
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type};
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
+use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Documentation, Signature, Volatility};
 
 use super::error::MetricError;
 
@@ -178,5 +180,110 @@ pub(crate) fn metric_scalar(result: Result<f64, MetricError>) -> Result<ScalarVa
         Ok(v) => Ok(ScalarValue::Float64(Some(v))),
         Err(e) if e.is_undefined() => Ok(ScalarValue::Float64(None)),
         Err(e) => Err(datafusion::error::DataFusionError::External(Box::new(e))),
+    }
+}
+
+/// A metric over (score, label) pairs: `image_auroc`, `image_aupr`.
+pub(crate) type PairMetric = fn(&[f64], &[bool]) -> Result<f64, MetricError>;
+
+/// The aggregate of an image-level metric: one implementation for every [`PairMetric`], named
+/// and documented by the file that defines the function (`image_auroc.rs`, `image_aupr.rs`).
+/// Two instances are equal when their names are: a name identifies a function in a registry.
+#[derive(Debug)]
+pub struct ImageMetricUdaf {
+    name: &'static str,
+    metric: PairMetric,
+    documentation: fn() -> &'static Documentation,
+    signature: Signature,
+}
+
+impl PartialEq for ImageMetricUdaf {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for ImageMetricUdaf {}
+
+impl std::hash::Hash for ImageMetricUdaf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl ImageMetricUdaf {
+    pub(crate) fn new(name: &'static str, metric: PairMetric, documentation: fn() -> &'static Documentation) -> Self {
+        Self { name, metric, documentation, signature: Signature::user_defined(Volatility::Immutable) }
+    }
+}
+
+impl AggregateUDFImpl for ImageMetricUdaf {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        coerce_score_label(self.name, arg_types)
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn is_nullable(&self) -> bool {
+        true
+    }
+
+    fn accumulator(&self, _acc_args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(ImageMetricAccumulator::new(self.name, self.metric)))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(LabelledScores::state_fields(args.name))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        Some((self.documentation)())
+    }
+}
+
+/// Accumulator of an image-level metric. State: [`LabelledScores`] (`[scores]: List<Float64>`,
+/// `[labels]: List<Boolean>`), merged by concatenation.
+#[derive(Debug)]
+pub struct ImageMetricAccumulator {
+    name: &'static str,
+    metric: PairMetric,
+    pairs: LabelledScores,
+}
+
+impl ImageMetricAccumulator {
+    pub(crate) fn new(name: &'static str, metric: PairMetric) -> Self {
+        Self { name, metric, pairs: LabelledScores::default() }
+    }
+}
+
+impl Accumulator for ImageMetricAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.pairs.update(self.name, values)
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        metric_scalar((self.metric)(&self.pairs.scores, &self.pairs.labels))
+    }
+
+    fn size(&self) -> usize {
+        self.pairs.size()
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(self.pairs.state())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.pairs.merge(self.name, states)
     }
 }

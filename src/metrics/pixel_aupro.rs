@@ -11,9 +11,9 @@
 
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, FieldRef, Schema};
-use datafusion::common::{exec_err, plan_err, Result};
+use datafusion::common::{plan_err, Result};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
@@ -22,10 +22,8 @@ use datafusion::logical_expr::{
 };
 use datafusion::scalar::ScalarValue;
 
-use super::aupro::{check_fpr_limit, pixel_aupro, DEFAULT_FPR_LIMIT};
-use super::labelled_scores::metric_scalar;
-use super::pixel_auroc::{add_stats_column, stats_state, stats_state_field};
-use super::stats::StatsSum;
+use super::aupro::{check_fpr_limit, DEFAULT_FPR_LIMIT};
+use super::pixel_auroc::{stats_state_field, PixelMetricAccumulator};
 use super::stats_arrow::check_stats_type;
 use super::DOC_SECTION;
 
@@ -144,7 +142,7 @@ impl AggregateUDFImpl for PixelAupro {
     }
 
     fn accumulator(&self, acc_args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(PixelAuproAccumulator::new(fpr_limit(&acc_args)?)?))
+        Ok(Box::new(PixelMetricAccumulator::aupro(fpr_limit(&acc_args)?)?))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -156,53 +154,6 @@ impl AggregateUDFImpl for PixelAupro {
     }
 }
 
-/// Accumulator of `pixel_aupro`. State: `[stats]`, the sum of the statistics seen so far (same
-/// layout and merge as `PixelAurocAccumulator`); `fpr_limit` is a constant of the query, given to
-/// every partial and final accumulator, so it is not part of the state.
-#[derive(Debug)]
-pub struct PixelAuproAccumulator {
-    sum: StatsSum,
-    fpr_limit: f64,
-}
-
-impl PixelAuproAccumulator {
-    pub fn new(fpr_limit: f64) -> Result<Self> {
-        if check_fpr_limit(fpr_limit).is_err() {
-            return exec_err!("{NAME}: fpr_limit {fpr_limit} is outside (0, 1]");
-        }
-        Ok(Self {
-            sum: StatsSum::new(),
-            fpr_limit,
-        })
-    }
-}
-
-impl Accumulator for PixelAuproAccumulator {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        add_stats_column(&mut self.sum, &values[0])
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        let stats = self
-            .sum
-            .to_stats()
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        metric_scalar(pixel_aupro(&stats, self.fpr_limit))
-    }
-
-    fn size(&self) -> usize {
-        self.sum.size()
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        stats_state(&mut self.sum)
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        add_stats_column(&mut self.sum, &states[0])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,7 +161,7 @@ mod tests {
     use crate::metrics::quantize::dequantize;
     use crate::metrics::stats::ImageStats;
     use crate::metrics::stats_arrow::{stats_data_type, to_arrow};
-    use arrow::array::new_null_array;
+    use arrow::array::{new_null_array, ArrayRef};
 
     const W: usize = 7;
     const H: usize = 6;
@@ -235,7 +186,7 @@ mod tests {
             .collect()
     }
 
-    fn state_arrays(acc: &mut PixelAuproAccumulator) -> Vec<ArrayRef> {
+    fn state_arrays(acc: &mut PixelMetricAccumulator) -> Vec<ArrayRef> {
         acc.state()
             .unwrap()
             .iter()
@@ -266,15 +217,15 @@ mod tests {
             .collect();
         for limit in [0.3, 0.05, 1.0] {
             let want = ScalarValue::Float64(Some(aupro(&maps, limit).unwrap()));
-            let mut whole = PixelAuproAccumulator::new(limit).unwrap();
+            let mut whole = PixelMetricAccumulator::aupro(limit).unwrap();
             whole.update_batch(&[to_arrow(&stats)]).unwrap();
             assert_eq!(whole.evaluate().unwrap(), want, "limit {limit}");
             for split in [0, 3, 9, 10] {
-                let mut a = PixelAuproAccumulator::new(limit).unwrap();
-                let mut b = PixelAuproAccumulator::new(limit).unwrap();
+                let mut a = PixelMetricAccumulator::aupro(limit).unwrap();
+                let mut b = PixelMetricAccumulator::aupro(limit).unwrap();
                 a.update_batch(&[to_arrow(&stats[..split])]).unwrap();
                 b.update_batch(&[to_arrow(&stats[split..])]).unwrap();
-                let mut fin = PixelAuproAccumulator::new(limit).unwrap();
+                let mut fin = PixelMetricAccumulator::aupro(limit).unwrap();
                 fin.merge_batch(&state_arrays(&mut b)).unwrap();
                 fin.merge_batch(&state_arrays(&mut a)).unwrap();
                 assert_eq!(
@@ -293,14 +244,14 @@ mod tests {
         // between (¼, 0) and (½, 1): PRO(0.3) = 0.2; area = 0.05·0.2/2; / 0.3
         let s = ImageStats::from_map(&[4, 3, 3, 2, 1], &[false, true, false, false, false], 5, 1)
             .unwrap();
-        let mut acc = PixelAuproAccumulator::new(0.3).unwrap();
+        let mut acc = PixelMetricAccumulator::aupro(0.3).unwrap();
         acc.update_batch(&[to_arrow(&[s])]).unwrap();
         let ScalarValue::Float64(Some(v)) = acc.evaluate().unwrap() else {
             panic!()
         };
         assert!((v - 0.05 * 0.2 / 2.0 / 0.3).abs() < 1e-15, "{v}");
 
-        let mut acc = PixelAuproAccumulator::new(0.3).unwrap();
+        let mut acc = PixelMetricAccumulator::aupro(0.3).unwrap();
         acc.update_batch(&[new_null_array(&stats_data_type(), 2)])
             .unwrap();
         assert_eq!(acc.evaluate().unwrap(), ScalarValue::Float64(None));
@@ -312,7 +263,7 @@ mod tests {
     #[test]
     fn invalid_limits_and_arguments() {
         for bad in [0.0, 1.01, -1.0, f64::NAN] {
-            assert!(PixelAuproAccumulator::new(bad).is_err());
+            assert!(PixelMetricAccumulator::aupro(bad).is_err());
         }
         let u = PixelAupro::new();
         assert_eq!(

@@ -12,7 +12,7 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field, FieldRef};
-use datafusion::common::{plan_err, Result};
+use datafusion::common::{exec_err, plan_err, Result};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
@@ -21,6 +21,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::scalar::ScalarValue;
 
+use super::aupro::{check_fpr_limit, pixel_aupro};
 use super::auroc::pixel_auroc;
 use super::labelled_scores::metric_scalar;
 use super::stats::StatsSum;
@@ -105,7 +106,7 @@ impl AggregateUDFImpl for PixelAuroc {
     }
 
     fn accumulator(&self, _acc_args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(PixelAurocAccumulator::default()))
+        Ok(Box::new(PixelMetricAccumulator::auroc()))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -144,24 +145,47 @@ pub(crate) fn stats_state(sum: &mut StatsSum) -> Result<Vec<ScalarValue>> {
     ])))])
 }
 
-/// Accumulator of `pixel_auroc`. State: `[stats]`, the sum of the statistics seen so far (a
-/// [`StatsSum`], exact integer sums, so partial states merge in any order).
-#[derive(Debug, Default)]
-pub struct PixelAurocAccumulator {
-    sum: StatsSum,
+/// Which metric a [`PixelMetricAccumulator`] evaluates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PixelMetric {
+    Auroc,
+    /// `fpr_limit` is a constant of the query, given to every partial and final accumulator, so
+    /// it is not part of the state.
+    Aupro { fpr_limit: f64 },
 }
 
-impl Accumulator for PixelAurocAccumulator {
+/// Accumulator of `pixel_auroc` and `pixel_aupro`. State: `[stats]`, the sum of the statistics
+/// seen so far (a [`StatsSum`], exact integer sums, so partial states merge in any order).
+#[derive(Debug)]
+pub struct PixelMetricAccumulator {
+    sum: StatsSum,
+    metric: PixelMetric,
+}
+
+impl PixelMetricAccumulator {
+    pub fn auroc() -> Self {
+        Self { sum: StatsSum::new(), metric: PixelMetric::Auroc }
+    }
+
+    pub fn aupro(fpr_limit: f64) -> Result<Self> {
+        if check_fpr_limit(fpr_limit).is_err() {
+            return exec_err!("pixel_aupro: fpr_limit {fpr_limit} is outside (0, 1]");
+        }
+        Ok(Self { sum: StatsSum::new(), metric: PixelMetric::Aupro { fpr_limit } })
+    }
+}
+
+impl Accumulator for PixelMetricAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         add_stats_column(&mut self.sum, &values[0])
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let stats = self
-            .sum
-            .to_stats()
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        metric_scalar(pixel_auroc(&stats))
+        let stats = self.sum.to_stats().map_err(|e| DataFusionError::External(Box::new(e)))?;
+        metric_scalar(match self.metric {
+            PixelMetric::Auroc => pixel_auroc(&stats),
+            PixelMetric::Aupro { fpr_limit } => pixel_aupro(&stats, fpr_limit),
+        })
     }
 
     fn size(&self) -> usize {
@@ -209,7 +233,7 @@ mod tests {
             .collect()
     }
 
-    fn state_arrays(acc: &mut PixelAurocAccumulator) -> Vec<ArrayRef> {
+    fn state_arrays(acc: &mut PixelMetricAccumulator) -> Vec<ArrayRef> {
         acc.state()
             .unwrap()
             .iter()
@@ -228,16 +252,16 @@ mod tests {
         let labels: Vec<bool> = imgs.iter().flat_map(|(_, k)| k.iter().copied()).collect();
         let want = ScalarValue::Float64(Some(auroc(&scores, &labels).unwrap()));
 
-        let mut whole = PixelAurocAccumulator::default();
+        let mut whole = PixelMetricAccumulator::auroc();
         whole.update_batch(&[to_arrow(&stats)]).unwrap();
         assert_eq!(whole.evaluate().unwrap(), want);
 
         for split in [0, 1, 4, 11, 12] {
-            let mut a = PixelAurocAccumulator::default();
-            let mut b = PixelAurocAccumulator::default();
+            let mut a = PixelMetricAccumulator::auroc();
+            let mut b = PixelMetricAccumulator::auroc();
             a.update_batch(&[to_arrow(&stats[..split])]).unwrap();
             b.update_batch(&[to_arrow(&stats[split..])]).unwrap();
-            let mut fin = PixelAurocAccumulator::default();
+            let mut fin = PixelMetricAccumulator::auroc();
             fin.merge_batch(&state_arrays(&mut b)).unwrap();
             fin.merge_batch(&state_arrays(&mut a)).unwrap();
             assert_eq!(fin.evaluate().unwrap(), want, "split at {split}");
@@ -246,7 +270,7 @@ mod tests {
 
     #[test]
     fn nulls_and_undefined() {
-        let mut acc = PixelAurocAccumulator::default();
+        let mut acc = PixelMetricAccumulator::auroc();
         acc.update_batch(&[new_null_array(&stats_data_type(), 3)])
             .unwrap();
         assert_eq!(acc.evaluate().unwrap(), ScalarValue::Float64(None));

@@ -1,0 +1,53 @@
+//! `promptad sql`: one SQL query over a scored run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::sql::{query, session, write_batches, Format};
+
+/// Run a SQL query over a scored run's tables.
+///
+/// The run directory written by `promptad score` is queried with DataFusion SQL. Its tables,
+/// each partitioned by category:
+///
+/// scores: image_id, split, defect_type, gt_label (0/1), image_path, pred_score (NULL for a
+/// skipped image), text_score, visual_max, max_pixel_score, model_version, error, category.
+///
+/// maps: image_id, anomaly_map (the map as u16 over [0, 1], row-major), category.
+///
+/// metric_stats: image_id, stats (per-image statistics for the pixel metrics), category.
+///
+/// Besides DataFusion's own functions, the exact metric aggregates image_auroc(score, label),
+/// image_aupr(score, label), pixel_auroc(stats) and pixel_aupro(stats [, fpr_limit]) are
+/// available, e.g. "SELECT s.defect_type, pixel_auroc(m.stats), pixel_aupro(m.stats) FROM scores
+/// s JOIN metric_stats m ON s.image_id = m.image_id GROUP BY s.defect_type".
+///
+/// SHOW TABLES and SHOW COLUMNS FROM <table> list what is there. The run is read-only: statements
+/// that create, change or write anything (CREATE, INSERT, COPY, SET) are refused.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// Run directory written by `promptad score --out`: a local path or a file:// URL (s3:// is
+    /// not supported yet).
+    #[arg(value_name = "RUN_DIR")]
+    pub run_dir: PathBuf,
+    /// The query: one SQL statement (quote it for the shell).
+    #[arg(value_name = "QUERY")]
+    pub query: String,
+    /// Output format: table (aligned, for reading), csv (with a header; no nested columns) or
+    /// json (an array of row objects).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+pub fn run(args: SqlArgs) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (schema, batches) = runtime.block_on(async {
+        let ctx = session(&args.run_dir).await?;
+        query(&ctx, &args.query).await
+    })?;
+    write_batches(&schema, &batches, args.format, std::io::stdout().lock())?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,51 @@
+//! Query results as text: an aligned table, CSV or JSON, with arrow's own writers
+//! (`arrow::util::pretty`, `arrow::csv`, `arrow::json`; the CSV and JSON writers come with the
+//! `arrow` that DataFusion depends on).
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use arrow::array::RecordBatch;
+use arrow::datatypes::Schema;
+
+/// How query results are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// An aligned table with a header, for reading (arrow's pretty printer).
+    #[default]
+    Table,
+    /// CSV with a header line; NULL is an empty field. Nested columns (lists, structs) cannot be
+    /// written as CSV: use json.
+    Csv,
+    /// One JSON array of row objects, column name to value; NULL is `null`.
+    Json,
+}
+
+/// Writes `batches` (all with `schema`) to `out` in `format`.
+pub fn write_batches(schema: &Schema, batches: &[RecordBatch], format: Format, mut out: impl Write) -> Result<()> {
+    match format {
+        Format::Table => {
+            let table = arrow::util::pretty::pretty_format_batches_with_schema(std::sync::Arc::new(schema.clone()), batches)?;
+            writeln!(out, "{table}")?;
+        }
+        Format::Csv => {
+            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            if batches.is_empty() {
+                writer.write(&RecordBatch::new_empty(std::sync::Arc::new(schema.clone())))?;
+            }
+            for batch in batches {
+                writer.write(batch).context("cannot write CSV (nested columns need --format json)")?;
+            }
+        }
+        Format::Json => {
+            let mut writer = arrow::json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow::json::writer::JsonArray>(&mut out);
+            let refs: Vec<&RecordBatch> = batches.iter().collect();
+            writer.write_batches(&refs)?;
+            writer.finish()?;
+            drop(writer);
+            writeln!(out)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
