@@ -287,3 +287,81 @@ impl Accumulator for ImageMetricAccumulator {
         self.pairs.merge(self.name, states)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::test_support::merged;
+    use crate::metrics::{aupr::aupr, auroc::auroc};
+    use arrow::array::Int64Array;
+
+    /// Every image metric, with the value it gives the `ties_and_nulls` case and a perfect
+    /// 1-vs-1 ranking given as integer labels (hand-computed in each metric's own file).
+    const METRICS: [(&str, PairMetric, f64, f64); 2] = [
+        // AUROC: the tied pair counts half, everything else is won: 3.5 / 4; perfect: 1.
+        ("image_auroc", auroc, 0.875, 1.0),
+        // anomalib AUPR: levels 0.9 (+), 0.5 (+ and -), 0.1 (-): ½·(1 + 1)/2 + ½·(1 + ½)/2;
+        // a perfect 1-vs-1 ranking gives 0.75 (torchmetrics 1.9.0 agrees).
+        ("image_aupr", aupr, 0.875, 0.75),
+    ];
+
+    fn batch(scores: &[Option<f64>], labels: &[Option<bool>]) -> Vec<ArrayRef> {
+        vec![Arc::new(Float64Array::from(scores.to_vec())), Arc::new(BooleanArray::from(labels.to_vec()))]
+    }
+
+    #[test]
+    fn values_with_ties_nulls_and_integer_labels() {
+        for (name, metric, ties_and_nulls, perfect) in METRICS {
+            let mut acc = ImageMetricAccumulator::new(name, metric);
+            acc.update_batch(&batch(
+                &[Some(0.5), Some(0.5), Some(0.9), None, Some(0.1)],
+                &[Some(true), Some(false), Some(true), Some(false), Some(false)],
+            ))
+            .unwrap();
+            assert_eq!(acc.evaluate().unwrap(), ScalarValue::Float64(Some(ties_and_nulls)), "{name}");
+
+            let mut acc = ImageMetricAccumulator::new(name, metric);
+            let values: Vec<ArrayRef> = vec![Arc::new(Float64Array::from(vec![0.2, 0.8])), Arc::new(Int64Array::from(vec![0, 1]))];
+            acc.update_batch(&values).unwrap();
+            assert_eq!(acc.evaluate().unwrap(), ScalarValue::Float64(Some(perfect)), "{name}");
+            let bad: Vec<ArrayRef> = vec![Arc::new(Float64Array::from(vec![0.2])), Arc::new(Int64Array::from(vec![2]))];
+            assert!(acc.update_batch(&bad).unwrap_err().to_string().contains("label must be 0 or 1"), "{name}");
+        }
+    }
+
+    #[test]
+    fn undefined_is_null_and_nan_is_an_error() {
+        for (name, metric, _, _) in METRICS {
+            let mut acc = ImageMetricAccumulator::new(name, metric);
+            assert_eq!(acc.evaluate().unwrap(), ScalarValue::Float64(None));
+            acc.update_batch(&batch(&[Some(0.1), Some(0.2)], &[Some(true), Some(true)])).unwrap();
+            assert_eq!(acc.evaluate().unwrap(), ScalarValue::Float64(None), "{name}: no negatives");
+            assert!(acc.update_batch(&batch(&[Some(f64::NAN)], &[Some(true)])).is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn merge_law() {
+        let scores: Vec<Option<f64>> = (0..23).map(|i| Some(((i * 7) % 11) as f64 / 10.0)).collect();
+        let labels: Vec<Option<bool>> = (0..23).map(|i| Some(i % 3 == 0)).collect();
+        for (name, metric, _, _) in METRICS {
+            let mut whole = ImageMetricAccumulator::new(name, metric);
+            whole.update_batch(&batch(&scores, &labels)).unwrap();
+            let want = whole.evaluate().unwrap();
+            for split in [0, 1, 5, 22, 23] {
+                let (first, second) = (batch(&scores[..split], &labels[..split]), batch(&scores[split..], &labels[split..]));
+                let got = merged(|| ImageMetricAccumulator::new(name, metric), &first, &second);
+                assert_eq!(got, want, "{name}: split at {split}");
+            }
+        }
+    }
+
+    #[test]
+    fn coercion() {
+        let u = ImageMetricUdaf::new("image_auroc", auroc, || unreachable!("documentation is not read here"));
+        assert_eq!(u.coerce_types(&[DataType::Float32, DataType::Int32]).unwrap(), vec![DataType::Float64, DataType::Int64]);
+        assert!(u.coerce_types(&[DataType::Utf8, DataType::Boolean]).is_err());
+        assert!(u.coerce_types(&[DataType::Float64, DataType::Utf8]).is_err());
+        assert!(u.coerce_types(&[DataType::Float64]).is_err());
+    }
+}

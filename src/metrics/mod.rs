@@ -34,6 +34,8 @@ pub mod pixel_auroc;
 pub mod quantize;
 pub mod stats;
 pub mod stats_arrow;
+#[cfg(test)]
+mod test_support;
 
 pub use aupr::{aupr, average_precision};
 pub use aupro::{aupro, pixel_aupro, SegmentationMap, DEFAULT_FPR_LIMIT};

@@ -161,7 +161,8 @@ mod tests {
     use crate::metrics::quantize::dequantize;
     use crate::metrics::stats::ImageStats;
     use crate::metrics::stats_arrow::{stats_data_type, to_arrow};
-    use arrow::array::{new_null_array, ArrayRef};
+    use crate::metrics::test_support::merged;
+    use arrow::array::new_null_array;
 
     const W: usize = 7;
     const H: usize = 6;
@@ -183,14 +184,6 @@ mod tests {
                     .collect();
                 (map, mask)
             })
-            .collect()
-    }
-
-    fn state_arrays(acc: &mut PixelMetricAccumulator) -> Vec<ArrayRef> {
-        acc.state()
-            .unwrap()
-            .iter()
-            .map(|s| s.to_array().unwrap())
             .collect()
     }
 
@@ -221,18 +214,9 @@ mod tests {
             whole.update_batch(&[to_arrow(&stats)]).unwrap();
             assert_eq!(whole.evaluate().unwrap(), want, "limit {limit}");
             for split in [0, 3, 9, 10] {
-                let mut a = PixelMetricAccumulator::aupro(limit).unwrap();
-                let mut b = PixelMetricAccumulator::aupro(limit).unwrap();
-                a.update_batch(&[to_arrow(&stats[..split])]).unwrap();
-                b.update_batch(&[to_arrow(&stats[split..])]).unwrap();
-                let mut fin = PixelMetricAccumulator::aupro(limit).unwrap();
-                fin.merge_batch(&state_arrays(&mut b)).unwrap();
-                fin.merge_batch(&state_arrays(&mut a)).unwrap();
-                assert_eq!(
-                    fin.evaluate().unwrap(),
-                    want,
-                    "limit {limit}, split at {split}"
-                );
+                let new = || PixelMetricAccumulator::aupro(limit).unwrap();
+                let got = merged(new, &[to_arrow(&stats[..split])], &[to_arrow(&stats[split..])]);
+                assert_eq!(got, want, "limit {limit}, split at {split}");
             }
         }
     }

@@ -208,6 +208,7 @@ mod tests {
     use crate::metrics::quantize::dequantize;
     use crate::metrics::stats::ImageStats;
     use crate::metrics::stats_arrow::to_arrow;
+    use crate::metrics::test_support::merged;
     use arrow::array::new_null_array;
 
     fn images() -> Vec<(Vec<u16>, Vec<bool>)> {
@@ -233,14 +234,6 @@ mod tests {
             .collect()
     }
 
-    fn state_arrays(acc: &mut PixelMetricAccumulator) -> Vec<ArrayRef> {
-        acc.state()
-            .unwrap()
-            .iter()
-            .map(|s| s.to_array().unwrap())
-            .collect()
-    }
-
     #[test]
     fn equals_reference_and_merge_law() {
         let imgs = images();
@@ -257,14 +250,8 @@ mod tests {
         assert_eq!(whole.evaluate().unwrap(), want);
 
         for split in [0, 1, 4, 11, 12] {
-            let mut a = PixelMetricAccumulator::auroc();
-            let mut b = PixelMetricAccumulator::auroc();
-            a.update_batch(&[to_arrow(&stats[..split])]).unwrap();
-            b.update_batch(&[to_arrow(&stats[split..])]).unwrap();
-            let mut fin = PixelMetricAccumulator::auroc();
-            fin.merge_batch(&state_arrays(&mut b)).unwrap();
-            fin.merge_batch(&state_arrays(&mut a)).unwrap();
-            assert_eq!(fin.evaluate().unwrap(), want, "split at {split}");
+            let got = merged(PixelMetricAccumulator::auroc, &[to_arrow(&stats[..split])], &[to_arrow(&stats[split..])]);
+            assert_eq!(got, want, "split at {split}");
         }
     }
 
