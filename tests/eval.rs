@@ -49,8 +49,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("eval-fixture");
-        let _ = std::fs::remove_dir_all(&root);
+        let root = fixture_dir();
         let data = root.join("data");
         let config = SynthConfig {
             seed: 11,
@@ -102,6 +101,23 @@ fn fixture() -> &'static Fixture {
         assert_eq!(scored[DAMAGED].skipped, 1, "the corrupt image is skipped");
         Fixture { run, scored }
     })
+}
+
+/// `<target tmp>/eval-fixture-<pid>`: one per test process (several may run at once), the
+/// folders of processes that have ended removed first.
+fn fixture_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    for entry in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("eval-fixture-") {
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let root = tmp.join(format!("eval-fixture-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    root
 }
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {

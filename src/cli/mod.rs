@@ -5,7 +5,9 @@ mod backbone;
 mod demo;
 mod doctor;
 mod embed;
+mod eval;
 mod score;
+mod sql;
 mod synth;
 mod tokenize;
 mod train;
@@ -31,7 +33,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     Doctor(doctor::DoctorArgs),
     Embed(embed::EmbedArgs),
+    Eval(eval::EvalArgs),
     Score(score::ScoreArgs),
+    Sql(sql::SqlArgs),
     Synth(synth::SynthArgs),
     Tokenize(tokenize::TokenizeArgs),
     Train(train::TrainArgs),
@@ -44,7 +48,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Embed(args) => embed::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Score(args) => score::run(args),
+        Command::Sql(args) => sql::run(args),
         Command::Synth(args) => synth::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Train(args) => train::run(args),
