@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use common::{full_size_weights, manifest_dir, peak_rss_mib, python, run_self};
+use common::{full_size_weights, manifest_dir, peak_rss_mib, python, run_self, started_by_cargo_bench};
 use promptad::clip::{Clip, ModelConfig, Precision};
 use tch::{Device, Kind, Tensor};
 
@@ -57,8 +57,8 @@ fn main() {
         run_case(&weights, spec[1], spec[2].parse().unwrap(), min_seconds);
         return;
     }
-    if args.iter().any(|a| a == "--list") {
-        return; // `cargo bench -- --list` and `cargo test --benches` probe the binary this way.
+    if !started_by_cargo_bench() {
+        return;
     }
     let batches: Vec<i64> = std::env::var("PROMPTAD_BENCH_BATCHES")
         .unwrap_or_else(|_| "1,8,32".into())

@@ -40,7 +40,7 @@ use std::time::Instant;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, Schema, SchemaRef};
-use common::{manifest_dir, peak_rss_mib, python, run_self};
+use common::{manifest_dir, peak_rss_mib, python, run_self, started_by_cargo_bench};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
@@ -85,7 +85,7 @@ fn generate_image(index: u64, map: &mut [u16], mask: &mut [u8]) {
     rng.set_stream(index);
     mask.fill(0);
     let mut signal = vec![0f32; PIXELS];
-    let mut blob = |rng: &mut ChaCha8Rng, signal: &mut [f32], mask: Option<&mut [u8]>| {
+    let blob = |rng: &mut ChaCha8Rng, signal: &mut [f32], mask: Option<&mut [u8]>| {
         let (cx, cy) = (rng.random_range(0.0..SIDE as f32), rng.random_range(0.0..SIDE as f32));
         let (rx, ry) = (rng.random_range(3.0f32..40.0), rng.random_range(3.0f32..40.0));
         let strength = rng.random_range(0.02f32..0.45);
@@ -349,7 +349,7 @@ fn main() {
         }
         return;
     }
-    if args.iter().any(|a| a == "--list") {
+    if !started_by_cargo_bench() {
         return;
     }
     let n = env_usize("PROMPTAD_BENCH_IMAGES", 1000);

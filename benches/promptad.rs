@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::{full_size_weights, peak_rss_mib, run_self};
+use common::{full_size_weights, peak_rss_mib, run_self, started_by_cargo_bench};
 use promptad::artifact::{Artifact, Backbone, Weights};
 use promptad::clip::{Clip, ModelConfig, Precision};
 use promptad::data::prepare::Compat;
@@ -106,7 +106,7 @@ fn main() {
         }
         return;
     }
-    if args.iter().any(|a| a == "--list") {
+    if !started_by_cargo_bench() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

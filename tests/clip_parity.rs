@@ -228,3 +228,44 @@ fn bad_input_gets_a_clear_error() {
     // Nothing was left behind by any failure.
     assert!(!Path::new(out).exists());
 }
+
+#[test]
+fn converted_torch_checkpoint_loads_and_matches() {
+    // A release-style training checkpoint: {'epoch', 'state_dict'} with DataParallel's `module.`
+    // prefix and the attn_mask buffer, pickled by torch.save; scripts/convert_checkpoint.py must
+    // turn it into the same weights.
+    let dir = fixture("clip_tiny");
+    let tmp = tempfile::tempdir().unwrap();
+    let pt = tmp.path().join("release.pt");
+    let script = format!(
+        "import torch; from safetensors.torch import load_file; sd = load_file({:?}); \
+         sd = {{'module.' + k: v for k, v in sd.items()}}; sd['module.attn_mask'] = torch.zeros(77, 77); \
+         torch.save({{'epoch': 32, 'state_dict': sd}}, {:?})",
+        dir.join("weights.safetensors").to_str().unwrap(),
+        pt.to_str().unwrap()
+    );
+    let made = std::process::Command::new(common::python()).args(["-c", &script]).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let converted = tmp.path().join("converted.safetensors");
+    let convert = std::process::Command::new(common::python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/convert_checkpoint.py"))
+        .args([pt.to_str().unwrap(), converted.to_str().unwrap(), "--model", "none"])
+        .output()
+        .unwrap();
+    assert!(convert.status.success(), "{}", String::from_utf8_lossy(&convert.stderr));
+    let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+    let clip = Clip::load(config, &converted, Device::Cpu, Precision::Fp32).unwrap();
+    let reference = read_tensors(&dir.join("reference.safetensors"));
+    let features = tch::no_grad(|| clip.visual.encode_image(&reference["images"]).unwrap());
+    assert_close("encode_image after conversion", &features, &reference["image_features"], 1e-5);
+
+    // The full-size key check refuses the tiny weights, naming what differs.
+    let refused = std::process::Command::new(common::python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/convert_checkpoint.py"))
+        .args([pt.to_str().unwrap(), tmp.path().join("x.safetensors").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("does not match open_clip model ViT-B-16-plus-240"), "{stderr}");
+    assert!(!tmp.path().join("x.safetensors").exists());
+}

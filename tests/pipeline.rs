@@ -175,3 +175,38 @@ fn demo_cli_reports_metrics_against_chance() {
     }
     assert!(table_file(&out.join("scores"), "maps", "grid").is_file());
 }
+
+#[test]
+fn ablations_change_what_is_trained_and_scored() {
+    use promptad::detect::Guidance;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synth(&data, &["marble"]);
+    let (clip, backbone) = random_backbone(7, Device::Cpu).unwrap();
+    let run = |name: &str, job: TrainJob, guidance: Guidance| {
+        let model = tmp.path().join(name);
+        let manifest = train_category(&job, &clip, backbone.clone(), &model, false, |_, _, _| {}).unwrap();
+        let artifact = Artifact::read(&model).unwrap();
+        let detect = DetectConfig { guidance, ..DetectConfig::default() };
+        let scored = score_category(&artifact, &clip, detect, &data, "marble", &tmp.path().join(format!("s-{name}")), &options(), |_| {}).unwrap();
+        (manifest, scored.image_scores.iter().map(|(s, _)| *s).collect::<Vec<f64>>())
+    };
+    let base = || job(&data, "marble", 3);
+    let (full, full_scores) = run("full", base(), Guidance::Fused);
+    let no_manual = TrainJob { image_prompts: PromptConfig { manual_anomaly: false, ..PromptConfig::image_level() }, ..base() };
+    let (m, _) = run("no-manual", no_manual, Guidance::Fused);
+    // N·M manual prompts fewer: bottle-like custom category with 8 + 2 states, N = 3.
+    assert_eq!(full.image_head.prompt_strings - m.image_head.prompt_strings, 3 * 10);
+    let no_learnable = TrainJob { image_prompts: PromptConfig { learnable_anomaly: false, ..PromptConfig::image_level() }, ..base() };
+    let (l, _) = run("no-learnable", no_learnable, Guidance::Fused);
+    assert_eq!(full.image_head.prompt_strings - l.image_head.prompt_strings, 3 * 4);
+    let (e, _) = run("no-eam", TrainJob { train: TrainConfig { steps: 3, eam: false, ..TrainConfig::default() }, ..base() }, Guidance::Fused);
+    assert!(!e.train.eam);
+    // The pixel head's EAM hinges per channel (reference §5), so some are active at any init.
+    assert_ne!(e.pixel_head.report.losses, full.pixel_head.report.losses, "dropping EAM changes the loss");
+    let (_, vision) = run("vision-only", base(), Guidance::VisionOnly);
+    let (_, prompt) = run("prompt-only", base(), Guidance::PromptOnly);
+    assert_ne!(vision, full_scores);
+    assert_ne!(prompt, full_scores);
+    assert_ne!(vision, prompt);
+}

@@ -126,3 +126,31 @@ fn promptad_matches_the_python_reference() {
     let ablation = vision_only.detect(r("test_images")).unwrap();
     assert_close("vision-only image score", &ablation.image_score, &visual_max, 1e-6);
 }
+
+#[test]
+fn half_precision_training_stays_close_to_fp32() {
+    // fp16/bf16 backbones (LayerNorm and the prompt context stay fp32): the losses of 3 steps and
+    // the resulting prototypes against the fp32 reference.
+    let dir = tempfile::tempdir().unwrap();
+    run_python("make_promptad_fixtures.py", &[dir.path().to_str().unwrap()]);
+    let reference = read_tensors(&dir.path().join("reference.safetensors"));
+    let category = Catalog::builtin().resolve("bottle", None, None).unwrap();
+    for precision in [Precision::Bf16, Precision::Fp16] {
+        let config = ModelConfig::from_file(&dir.path().join("config.json")).unwrap();
+        let clip = Clip::load(config, &dir.path().join("weights.safetensors"), Device::Cpu, precision).unwrap();
+        let features = tch::no_grad(|| clip.visual.forward_vv(&reference["train_images"], &TAPS).unwrap().normalized().global.to_kind(tch::Kind::Float));
+        let mut learner = PromptLearner::new(&clip, &category, PromptConfig::image_level()).unwrap();
+        learner.set_context(&reference["cls.normal_ctx_init"], &reference["cls.abnormal_ctx_init"]).unwrap();
+        let mut trainer = Trainer::new(&learner, &TrainConfig::default()).unwrap();
+        let losses: Vec<f64> = (0..3).map(|_| trainer.step(&clip, &learner, &features).unwrap()).collect();
+        let want: Vec<f64> = Vec::try_from(reference["cls.losses"].to_kind(tch::Kind::Double)).unwrap();
+        for (got, want) in losses.iter().zip(&want) {
+            assert!((got - want).abs() < 0.05 * want.abs(), "{precision}: losses {losses:?} vs fp32 {want:?}");
+        }
+        let prototypes = text_prototypes(&clip, &learner).unwrap();
+        let cos = (prototypes * &reference["cls.text_features"]).sum_dim_intlist(-1, false, tch::Kind::Float);
+        let min_cos = cos.min().double_value(&[]);
+        eprintln!("{precision}: losses {losses:?} (fp32 {want:?}), prototype cosine to fp32 >= {min_cos:.5}");
+        assert!(min_cos > 0.99, "{precision}: prototype cosine {min_cos}");
+    }
+}

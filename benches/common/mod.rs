@@ -46,3 +46,9 @@ pub fn run_self(args: &[&str]) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(stdout.lines().last().unwrap_or("{}")).expect("case prints JSON")
 }
+
+/// Whether `cargo bench` started this binary (it passes `--bench`). `cargo test --all-targets`
+/// runs bench targets too, without it: they then only prove that they build, and return at once.
+pub fn started_by_cargo_bench() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}

@@ -120,7 +120,13 @@ pub async fn session_with_config(run_dir: &Path, config: SessionConfig) -> Resul
 
 /// Runs one read-only SQL statement and collects its result.
 pub async fn query(ctx: &SessionContext, sql: &str) -> Result<(Arc<Schema>, Vec<RecordBatch>)> {
-    let frame = ctx.sql_with_options(sql, read_only()).await.map_err(|e| anyhow!("{e}")).context("the query cannot be planned")?;
+    let frame = ctx.sql_with_options(sql, read_only()).await.map_err(|e| anyhow!("{e}")).with_context(|| {
+        let config = ctx.copied_config();
+        let names = &config.options().catalog;
+        let mut tables = ctx.catalog(&names.default_catalog).and_then(|c| c.schema(&names.default_schema)).map(|s| s.table_names()).unwrap_or_default();
+        tables.sort();
+        format!("the query cannot be planned (tables: {})", tables.join(", "))
+    })?;
     let schema = Arc::new(frame.schema().as_arrow().clone());
     let batches = frame.collect().await.map_err(|e| anyhow!("{e}")).context("the query failed")?;
     Ok((schema, batches))
