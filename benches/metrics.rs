@@ -115,17 +115,15 @@ fn generate_image(index: u64, map: &mut [u16], mask: &mut [u8]) {
         blob(&mut rng, &mut signal, None);
     }
     let (fx, fy) = (rng.random_range(0.005f32..0.05), rng.random_range(0.005f32..0.05));
-    let phase = rng.random_range(0.0f32..6.28);
+    let phase = rng.random_range(0.0f32..std::f32::consts::TAU);
     let columns: Vec<f32> = (0..SIDE).map(|x| (fx * x as f32 + phase).sin()).collect();
     let offset = rng.random_range(0.15f32..0.35);
-    for y in 0..SIDE {
+    for (y, (map_row, signal_row)) in map.chunks_exact_mut(SIDE).zip(signal.chunks_exact(SIDE)).enumerate() {
         let row = (fy * y as f32).cos();
-        for x in 0..SIDE {
-            let p = y * SIDE + x;
+        for ((q, &column), &signal) in map_row.iter_mut().zip(&columns).zip(signal_row) {
             // sum of three uniforms: a bell-shaped noise, sd ≈ 0.1
             let noise = (rng.random::<f32>() + rng.random::<f32>() + rng.random::<f32>() - 1.5) * 0.2;
-            let s = offset + 0.08 * columns[x] * row + signal[p] + noise;
-            map[p] = quantize(s as f64);
+            *q = quantize((offset + 0.08 * column * row + signal + noise) as f64);
         }
     }
 }

@@ -7,3 +7,4 @@ bash "$here/bootstrap.sh"
 source "$here/env.sh"
 cd "$here/.."
 cargo test --release --locked --all-targets "$@"
+cargo test --release --locked --doc

@@ -366,7 +366,7 @@ fn errors_name_the_problem() {
         let e = err_of(sql::query(&ctx, "SELECT * FROM no_such_table").await);
         assert!(e.contains("no_such_table"), "{e}");
         let e = err_of(sql::query(&ctx, "SELECT pixel_aupro(stats, 2.0) FROM metric_stats").await);
-        assert!(e.contains("fpr_limit") || e.contains("2"), "{e}");
+        assert!(e.contains("fpr_limit"), "{e}");
         // read-only
         let e = err_of(sql::query(&ctx, "CREATE TABLE t AS SELECT 1").await);
         assert!(e.to_lowercase().contains("ddl"), "{e}");
