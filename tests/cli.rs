@@ -39,6 +39,8 @@ fn every_subcommand_documents_its_flags() {
         ("train", &["--data", "--category", "--category-name", "--shots", "--weights", "--random-init", "--no-eam", "--guidance"]),
         ("score", &["--model", "--data", "--compat", "--skip-bad", "--overwrite", "--batch-size"]),
         ("demo", &["--out", "--weights", "--steps", "--json"]),
+        ("eval", &["--format"]),
+        ("sql", &["--format"]),
     ] {
         let run = promptad(&[command, "--help"]);
         let help = String::from_utf8_lossy(&run.stdout);
@@ -48,7 +50,7 @@ fn every_subcommand_documents_its_flags() {
         }
     }
     let top = String::from_utf8_lossy(&promptad(&["--help"]).stdout).into_owned();
-    for command in ["doctor", "embed", "tokenize", "synth", "train", "score", "demo"] {
+    for command in ["doctor", "embed", "tokenize", "synth", "train", "score", "demo", "eval", "sql"] {
         assert!(top.contains(command), "{top}");
     }
 }
