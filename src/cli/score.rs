@@ -11,7 +11,6 @@ use crate::artifact::Artifact;
 use crate::clip::Precision;
 use crate::data::prepare::Compat;
 use crate::detect::Guidance;
-use crate::metrics::{auroc, pixel_aupro, pixel_auroc, DEFAULT_FPR_LIMIT};
 use crate::pipeline::score::{score_category, ScoreOptions};
 
 /// Score a dataset with a trained model: scores, maps and metric statistics as Parquet.
@@ -78,10 +77,9 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
     let summary = score_category(&artifact, &clip, detect, &args.data, &category, &args.out, &options, |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
     println!("{category}: {} images scored into {}", summary.images, summary.out_dir.display());
-    let (scores, labels): (Vec<f64>, Vec<bool>) = summary.image_scores.iter().copied().unzip();
-    match (auroc(&scores, &labels), pixel_auroc(&summary.pixel_stats), pixel_aupro(&summary.pixel_stats, DEFAULT_FPR_LIMIT)) {
-        (Ok(i), Ok(p), Ok(a)) => println!("image AUROC {i:.4}  pixel AUROC {p:.4}  AUPRO {a:.4}"),
-        (i, _, _) => println!("metrics not computed: {}", i.err().map_or("the split has no defect pixels".to_string(), |e| e.to_string())),
+    match summary.metrics() {
+        Ok(m) => println!("image AUROC {:.4}  pixel AUROC {:.4}  AUPRO {:.4}", m.image_auroc, m.pixel_auroc, m.aupro),
+        Err(e) => println!("metrics not computed: {e}"),
     }
     if !summary.skipped.is_empty() {
         eprintln!("{} image(s) skipped (recorded in scores.parquet with their error):", summary.skipped.len());

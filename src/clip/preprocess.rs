@@ -135,19 +135,23 @@ pub fn resize_bicubic(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     RgbImage::from_raw(width, height, current).expect("resized buffer has the requested size")
 }
 
-/// Resized RGB8 images to a normalised `[B, 3, S, S]` fp32 tensor on the CPU.
-pub fn to_normalized_tensor(images: &[RgbImage], size: u32) -> Tensor {
-    let plane = (size * size) as usize;
-    let mut data = vec![0f32; images.len() * 3 * plane];
-    for (b, image) in images.iter().enumerate() {
-        let resized = resize_bicubic(image, size, size);
-        let out = &mut data[b * 3 * plane..(b + 1) * 3 * plane];
-        for (i, pixel) in resized.pixels().enumerate() {
-            for c in 0..3 {
-                out[c * plane + i] = (pixel[c] as f32 / 255.0 - OPENAI_MEAN[c]) / OPENAI_STD[c];
-            }
+/// `ToTensor` + `Normalize(OpenAI mean, std)` of one image: planar CHW floats. With
+/// `swap_red_blue` the image is read as BGR (the official test path, `--compat official`).
+pub fn normalized_chw(image: &RgbImage, swap_red_blue: bool) -> Vec<f32> {
+    let plane = (image.width() * image.height()) as usize;
+    let mut out = vec![0f32; 3 * plane];
+    for (i, pixel) in image.pixels().enumerate() {
+        for c in 0..3 {
+            let value = pixel[if swap_red_blue { 2 - c } else { c }] as f32 / 255.0;
+            out[c * plane + i] = (value - OPENAI_MEAN[c]) / OPENAI_STD[c];
         }
     }
+    out
+}
+
+/// Resized RGB8 images to a normalised `[B, 3, S, S]` fp32 tensor on the CPU.
+pub fn to_normalized_tensor(images: &[RgbImage], size: u32) -> Tensor {
+    let data: Vec<f32> = images.iter().flat_map(|image| normalized_chw(&resize_bicubic(image, size, size), false)).collect();
     Tensor::from_slice(&data).view([images.len() as i64, 3, size as i64, size as i64]).to_kind(Kind::Float)
 }
 

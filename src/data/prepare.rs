@@ -14,7 +14,7 @@ use image::{GrayImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use super::DataError;
-use crate::clip::preprocess::{decode_rgb, resize_bicubic, OPENAI_MEAN, OPENAI_STD};
+use crate::clip::preprocess::{decode_rgb, normalized_chw, resize_bicubic};
 
 /// The intermediate size of `CLIPDataset.__getitem__` (`cv2.resize(img, (1024, 1024))`).
 pub const DATASET_SIZE: u32 = 1024;
@@ -87,16 +87,7 @@ pub fn resize_bilinear_cv2(image: &RgbImage, width: u32, height: u32) -> RgbImag
 pub fn model_input(bytes: &[u8], source: &str, size: u32, compat: Compat, role: Role) -> Result<Vec<f32>, DataError> {
     let image = decode_rgb(bytes, source).map_err(|e| DataError::Image { path: source.to_string(), message: e.to_string() })?;
     let image = resize_bicubic(&resize_bilinear_cv2(&image, DATASET_SIZE, DATASET_SIZE), size, size);
-    let swap = compat == Compat::Official && role == Role::Test;
-    let plane = (size * size) as usize;
-    let mut out = vec![0f32; 3 * plane];
-    for (i, pixel) in image.pixels().enumerate() {
-        for c in 0..3 {
-            let value = pixel[if swap { 2 - c } else { c }] as f32 / 255.0;
-            out[c * plane + i] = (value - OPENAI_MEAN[c]) / OPENAI_STD[c];
-        }
-    }
-    Ok(out)
+    Ok(normalized_chw(&image, compat == Compat::Official && role == Role::Test))
 }
 
 /// Nearest-neighbour source indices of OpenCV `INTER_NEAREST`, composed over the two resizes
@@ -118,6 +109,7 @@ pub fn mask(bytes: &[u8], source: &str, size: u32) -> Result<Vec<bool>, DataErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clip::preprocess::{OPENAI_MEAN, OPENAI_STD};
 
     #[test]
     fn bilinear_matches_opencv_by_hand() {

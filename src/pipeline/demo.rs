@@ -13,7 +13,7 @@ use crate::clip::Clip;
 use crate::data::prepare::Compat;
 use crate::data::synth::{generate, SynthConfig};
 use crate::detect::DetectConfig;
-use crate::metrics::{auroc, pixel_aupro, pixel_auroc, DEFAULT_FPR_LIMIT};
+use crate::metrics::DEFAULT_FPR_LIMIT;
 use crate::prompt::learner::PromptConfig;
 use crate::prompt::train::TrainConfig;
 
@@ -100,13 +100,13 @@ pub fn run_demo(options: &DemoOptions, clip: &Clip, backbone: &Backbone, mut pro
             &ScoreOptions { batch_size: options.batch_size, compat: Compat::Rgb, skip_bad: false, overwrite: true },
             |_| {},
         )?;
-        let (scores, labels): (Vec<f64>, Vec<bool>) = scored.image_scores.iter().copied().unzip();
+        let metrics = scored.metrics()?;
         results.push(CategoryResult {
             category: category.name.clone(),
             test_images: scored.images,
-            image_auroc: auroc(&scores, &labels)?,
-            pixel_auroc: pixel_auroc(&scored.pixel_stats)?,
-            aupro: pixel_aupro(&scored.pixel_stats, DEFAULT_FPR_LIMIT)?,
+            image_auroc: metrics.image_auroc,
+            pixel_auroc: metrics.pixel_auroc,
+            aupro: metrics.aupro,
             train_seconds,
             score_seconds: started.elapsed().as_secs_f64(),
         });

@@ -16,6 +16,7 @@ use crate::data::prepare::{mask, model_input, Compat, Role};
 use crate::detect::memory::VisualMemory;
 use crate::detect::{DetectConfig, Detector};
 use crate::metrics::quantize::quantize;
+use crate::metrics::{auroc, pixel_aupro, pixel_auroc, MetricError, DEFAULT_FPR_LIMIT};
 use crate::metrics::stats::{ImageStats, StatsSum};
 use crate::sink::{maps_batch, maps_schema, scores_batch, scores_schema, stats_batch, stats_schema, AtomicParquetWriter, ScoreRow};
 
@@ -37,6 +38,27 @@ pub struct ScoreSummary {
     pub image_scores: Vec<(f64, bool)>,
     /// The pixel statistics of every scored image, summed.
     pub pixel_stats: ImageStats,
+}
+
+/// Image AUROC, pixel AUROC and AUPRO (FPR 0.3) of a scored split.
+#[derive(Debug, Clone, Copy)]
+pub struct SplitMetrics {
+    pub image_auroc: f64,
+    pub pixel_auroc: f64,
+    pub aupro: f64,
+}
+
+impl ScoreSummary {
+    /// The metrics of what was scored, from the exact reference functions; undefined (a split
+    /// without anomalous or without normal images or pixels) is an error saying which.
+    pub fn metrics(&self) -> Result<SplitMetrics, MetricError> {
+        let (scores, labels): (Vec<f64>, Vec<bool>) = self.image_scores.iter().copied().unzip();
+        Ok(SplitMetrics {
+            image_auroc: auroc(&scores, &labels)?,
+            pixel_auroc: pixel_auroc(&self.pixel_stats)?,
+            aupro: pixel_aupro(&self.pixel_stats, DEFAULT_FPR_LIMIT)?,
+        })
+    }
 }
 
 /// A decoded test image with its mask at the map size, or why it could not be.
