@@ -20,6 +20,8 @@ use promptad::data::synth::{generate, SynthConfig};
 use promptad::detect::DetectConfig;
 use promptad::pipeline::score::{score_category, ScoreOptions};
 use promptad::pipeline::train::{train_category, TrainJob};
+use promptad::data::dataset::Dataset;
+use promptad::store::Location;
 use promptad::prompt::learner::PromptConfig;
 use promptad::prompt::train::{Head, TrainConfig};
 use tch::Device;
@@ -42,9 +44,13 @@ fn load(weights: &Path) -> (Clip, Backbone) {
     (clip, backbone)
 }
 
+fn location(path: &Path) -> Location {
+    Location::parse(path.to_str().unwrap()).unwrap()
+}
+
 fn job(data: &Path, k: usize, steps: usize) -> TrainJob {
     TrainJob {
-        dataset_root: data.to_path_buf(),
+        dataset: data.display().to_string(),
         category: CATEGORY.into(),
         category_name: Some(CATEGORY.into()),
         anomaly_suffixes: Some(vec!["{} with scratch".into(), "{} with crack".into(), "{} with missing part".into(), "{} with stain".into()]),
@@ -64,7 +70,7 @@ fn train_case(weights: &Path, data: &Path, k: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let mut step_times: Vec<(Head, Instant)> = Vec::new();
     let started = Instant::now();
-    let manifest = train_category(&job(data, k, steps), &clip, backbone, &tmp.path().join("m"), false, |head, _, _| step_times.push((head, Instant::now()))).unwrap();
+    let manifest = train_category(&job(data, k, steps), &clip, backbone, &location(&tmp.path().join("m")), false, |head, _, _| step_times.push((head, Instant::now()))).unwrap();
     let total = started.elapsed().as_secs_f64();
     let per_step = |head: Head| {
         let report = if head == Head::Image { &manifest.image_head.report } else { &manifest.pixel_head.report };
@@ -83,11 +89,12 @@ fn score_case(weights: &Path, data: &Path) {
     let (clip, backbone) = load(weights);
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("m");
-    train_category(&job(data, 1, 1), &clip, backbone, &model, false, |_, _, _| {}).unwrap();
-    let artifact = Artifact::read(&model).unwrap();
-    let options = ScoreOptions { batch_size: 8, compat: Compat::Rgb, skip_bad: false, overwrite: false };
+    train_category(&job(data, 1, 1), &clip, backbone, &location(&model), false, |_, _, _| {}).unwrap();
+    let artifact = Artifact::read(&location(&model)).unwrap();
+    let options = ScoreOptions { batch_size: 8, compat: Compat::Rgb, ..ScoreOptions::default() };
     let started = Instant::now();
-    let summary = score_category(&artifact, &clip, DetectConfig::default(), data, CATEGORY, &tmp.path().join("s"), &options, |_| {}).unwrap();
+    let dataset = Dataset::open(&data.display().to_string()).unwrap();
+    let summary = score_category(&artifact, &clip, DetectConfig::default(), &dataset, CATEGORY, &location(&tmp.path().join("s")), &options, |_| {}).unwrap();
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{}",

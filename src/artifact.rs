@@ -8,12 +8,15 @@
 //! <dir>/manifest.json         written last: backbone (config, weights checksum or random seed),
 //!                             category, shots and their ids, seed, configs, losses, versions
 //! ```
-//! The directory appears atomically: it is written under a temporary name beside its final place
-//! and renamed; an existing artifact is replaced only with `overwrite`.
+//! The artifact lives at any URL. The manifest is written last and names the content version
+//! (SHA-256) of the tensors, so a reader sees a complete, matching artifact or an error; an
+//! existing artifact is replaced only with `overwrite`.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use crate::store::Location;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -111,56 +114,55 @@ impl Artifact {
         (0..self.manifest.detect.taps.len()).map(|i| self.tensors[&format!("memory.bank{i}")].shallow_clone()).collect()
     }
 
-    pub fn read(dir: &Path) -> Result<Self> {
-        let manifest_path = dir.join(MANIFEST);
-        if !manifest_path.is_file() {
-            bail!("{} is not a complete model artifact (no {MANIFEST}); was training interrupted? Re-run `promptad train`", dir.display());
+    /// Reads the artifact at `location` (any store), checking that its tensors are the ones its
+    /// manifest was written for.
+    pub fn read(location: &Location) -> Result<Self> {
+        if !location.exists(MANIFEST)? {
+            bail!("{location} is not a complete model artifact (no {MANIFEST}); was training interrupted, or is the URL wrong? Re-run `promptad train`");
         }
-        let manifest: Manifest = serde_json::from_str(&std::fs::read_to_string(&manifest_path)?)
-            .with_context(|| format!("cannot parse {}", manifest_path.display()))?;
+        let manifest: Manifest = serde_json::from_slice(&location.get(MANIFEST)?).with_context(|| format!("cannot parse {}", location.url_of(MANIFEST)))?;
         if manifest.format_version != FORMAT_VERSION {
-            bail!("{} has artifact format {}, this promptad reads {FORMAT_VERSION}", manifest_path.display(), manifest.format_version);
+            bail!("{} has artifact format {}, this promptad reads {FORMAT_VERSION}", location.url_of(MANIFEST), manifest.format_version);
         }
-        let tensor_path = dir.join(TENSORS);
-        let version = content_version(&tensor_path)?;
+        let tensor_url = location.url_of(TENSORS);
+        let bytes = location.get(TENSORS)?;
+        let version = content_version(&bytes);
         if version != manifest.version {
-            bail!("{} does not match its manifest (content {version}, manifest {}); the artifact is damaged", tensor_path.display(), manifest.version);
+            bail!("{tensor_url} does not match its manifest (content {version}, manifest {}); the artifact is damaged or being replaced", manifest.version);
         }
-        let tensors = Tensor::read_safetensors(&tensor_path)
-            .with_context(|| format!("cannot read {}", tensor_path.display()))?
-            .into_iter()
-            .collect::<HashMap<_, _>>();
+        let tensors = tensors_from_safetensors(&bytes).with_context(|| format!("cannot read {tensor_url}"))?;
         for i in 0..manifest.detect.taps.len() {
             let key = format!("memory.bank{i}");
             if !tensors.contains_key(&key) {
-                bail!("{} lacks {key}", tensor_path.display());
+                bail!("{tensor_url} lacks {key}");
             }
         }
         for key in ["image.prototypes", "pixel.prototypes"] {
             if !tensors.contains_key(key) {
-                bail!("{} lacks {key}", tensor_path.display());
+                bail!("{tensor_url} lacks {key}");
             }
         }
         Ok(Self { manifest, tensors })
     }
 
-    /// Writes `tensors` and `manifest` (its `version` filled in here) to `dir` atomically.
-    pub fn write(dir: &Path, mut manifest: Manifest, tensors: &[(String, Tensor)], overwrite: bool) -> Result<Manifest> {
-        if dir.exists() && !overwrite {
-            bail!("{} already exists; pass --overwrite to replace it", dir.display());
+    /// Writes `tensors` and `manifest` (its `version` filled in here) to `location`. The manifest
+    /// goes last and marks the artifact complete; when replacing (`overwrite`), the old manifest
+    /// is removed first, so a reader never pairs it with new tensors.
+    pub fn write(location: &Location, mut manifest: Manifest, tensors: &[(String, Tensor)], overwrite: bool) -> Result<Manifest> {
+        if location.exists(MANIFEST)? || location.exists(TENSORS)? {
+            if !overwrite {
+                bail!("{location} already holds a model artifact; pass --overwrite to replace it");
+            }
+            location.delete(MANIFEST)?;
         }
-        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-        let staging = tempfile::Builder::new().prefix(".partial-").tempdir_in(parent)?;
+        let staging = tempfile::Builder::new().prefix(".promptad-artifact-").tempdir()?;
+        let staged = staging.path().join(TENSORS);
         let cpu: Vec<(String, Tensor)> = tensors.iter().map(|(k, t)| (k.clone(), t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous())).collect();
-        Tensor::write_safetensors(&cpu, staging.path().join(TENSORS))?;
-        manifest.version = content_version(&staging.path().join(TENSORS))?;
-        std::fs::write(staging.path().join(MANIFEST), serde_json::to_string_pretty(&manifest)?)?;
-        let staged = staging.keep();
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).with_context(|| format!("cannot replace {}", dir.display()))?;
-        }
-        std::fs::rename(&staged, dir).with_context(|| format!("cannot move the artifact into {}", dir.display()))?;
+        Tensor::write_safetensors(&cpu, &staged)?;
+        let bytes = std::fs::read(&staged)?;
+        manifest.version = content_version(&bytes);
+        location.upload_file(TENSORS, &staged)?;
+        location.put(MANIFEST, bytes::Bytes::from(serde_json::to_vec_pretty(&manifest)?))?;
         Ok(manifest)
     }
 }
@@ -180,16 +182,32 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(format!("{:x}", hasher.finalize()))
 }
 
-fn content_version(path: &Path) -> Result<String> {
-    Ok(sha256_file(path)?[..16].to_string())
+/// The f32 tensors of a safetensors buffer (what [`Artifact::write`] stores).
+fn tensors_from_safetensors(bytes: &[u8]) -> Result<HashMap<String, Tensor>> {
+    let file = safetensors::SafeTensors::deserialize(bytes)?;
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            if view.dtype() != safetensors::Dtype::F32 {
+                bail!("tensor {name} is {:?}, artifacts hold F32", view.dtype());
+            }
+            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            Ok((name, Tensor::from_data_size(view.data(), &shape, Kind::Float)))
+        })
+        .collect()
+}
+
+fn content_version(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))[..16].to_string()
 }
 
 /// The conventional artifact location (DESIGN §4): `<root>/<dataset>/<category>/k<k>/seed<seed>`.
 ///
 /// ```
-/// let p = promptad::artifact::default_dir(std::path::Path::new("models"), "mvtec", "bottle", 4, 111);
-/// assert_eq!(p, std::path::Path::new("models/mvtec/bottle/k4/seed111"));
+/// let p = promptad::artifact::default_rel("mvtec", "bottle", 4, 111);
+/// assert_eq!(p, "mvtec/bottle/k4/seed111");
 /// ```
-pub fn default_dir(root: &Path, dataset: &str, category: &str, k: usize, seed: u64) -> PathBuf {
-    root.join(dataset).join(category).join(format!("k{k}")).join(format!("seed{seed}"))
+pub fn default_rel(dataset: &str, category: &str, k: usize, seed: u64) -> String {
+    format!("{dataset}/{category}/k{k}/seed{seed}")
 }

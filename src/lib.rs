@@ -13,3 +13,4 @@ pub mod prompt;
 pub mod runtime;
 pub mod sink;
 pub mod sql;
+pub mod store;

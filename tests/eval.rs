@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use arrow::array::{AsArray, RecordBatch};
-use common::promptad;
+use common::{dataset, loc, promptad};
 use datafusion::prelude::SessionConfig;
 use promptad::artifact::Artifact;
 use promptad::data::prepare::Compat;
@@ -21,7 +21,8 @@ use promptad::pipeline::score::{score_category, ScoreOptions};
 use promptad::pipeline::train::{train_category, TrainJob};
 use promptad::prompt::learner::PromptConfig;
 use promptad::prompt::train::TrainConfig;
-use promptad::sql::{self, EvalRow};
+use promptad::sql::{self, EvalRow, RunSelection};
+use promptad::store::Location;
 use tch::Device;
 
 const CATEGORIES: [&str; 2] = ["marble", "washer"];
@@ -76,7 +77,7 @@ fn fixture() -> &'static Fixture {
                 std::fs::write(test.join(defect).join("000.png"), b"not an image").unwrap();
             }
             let job = TrainJob {
-                dataset_root: data.clone(),
+                dataset: data.display().to_string(),
                 category: category.into(),
                 category_name: Some(category.into()),
                 anomaly_suffixes: Some(vec!["{} with scratch".into(), "{} with crack".into()]),
@@ -89,10 +90,10 @@ fn fixture() -> &'static Fixture {
                 detect: DetectConfig::default(),
             };
             let model = root.join("models").join(category);
-            train_category(&job, &clip, backbone.clone(), &model, false, |_, _, _| {}).unwrap();
-            let artifact = Artifact::read(&model).unwrap();
-            let options = ScoreOptions { batch_size: 8, compat: Compat::Rgb, skip_bad: true, overwrite: false };
-            let summary = score_category(&artifact, &clip, DetectConfig::default(), &data, category, &run, &options, |_| {}).unwrap();
+            train_category(&job, &clip, backbone.clone(), &loc(&model), false, |_, _, _| {}).unwrap();
+            let artifact = Artifact::read(&loc(&model)).unwrap();
+            let options = ScoreOptions { batch_size: 8, compat: Compat::Rgb, skip_bad: true, ..ScoreOptions::default() };
+            let summary = score_category(&artifact, &clip, DetectConfig::default(), &dataset(&data), category, &loc(&run), &options, |_| {}).unwrap();
             scored.insert(
                 category.to_string(),
                 Scored { image_scores: summary.image_scores, pixel_stats: summary.pixel_stats, rows: summary.images, skipped: summary.skipped.len(), per_defect_type },
@@ -124,9 +125,14 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(f)
 }
 
+fn session(run: &Path) -> anyhow::Result<datafusion::prelude::SessionContext> {
+    block_on(sql::session(&Location::parse(run.to_str().unwrap())?, RunSelection::Latest))
+}
+
 fn eval_with(run: &Path, target_partitions: usize) -> RecordBatch {
     block_on(async {
-        let ctx = sql::session_with_config(run, SessionConfig::new().with_target_partitions(target_partitions)).await.unwrap();
+        let out = Location::parse(run.to_str().unwrap()).unwrap();
+        let ctx = sql::session_with_config(&out, RunSelection::Latest, SessionConfig::new().with_target_partitions(target_partitions)).await.unwrap();
         sql::eval(&ctx).await.unwrap()
     })
 }
@@ -191,13 +197,19 @@ fn partitioning_does_not_change_the_results() {
     // the file:// URL of the run reads the same tables
     let url = format!("file://{}", f.run.canonicalize().unwrap().display());
     assert_eq!(eval_with(Path::new(&url), 2), one, "{url}");
+    // the whole output with every run, grouped by run, gives the same rows
+    let all = block_on(async {
+        let ctx = sql::session(&Location::parse(&url).unwrap(), RunSelection::All).await.unwrap();
+        sql::eval(&ctx).await.unwrap()
+    });
+    assert_eq!(all, one, "one run there: All = Latest");
 }
 
 #[test]
-fn tables_have_one_category_column_from_the_path() {
+fn tables_have_one_category_column() {
     let f = fixture();
+    let ctx = session(&f.run).unwrap();
     block_on(async {
-        let ctx = sql::session(&f.run).await.unwrap();
         for table in sql::TABLES {
             let (schema, _) = sql::query(&ctx, &format!("SELECT * FROM {table} LIMIT 1")).await.unwrap();
             let n = schema.fields().iter().filter(|c| c.name() == "category").count();
@@ -336,29 +348,29 @@ fn err_of<T>(result: anyhow::Result<T>) -> String {
 fn errors_name_the_problem() {
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
-    let session = |p: &Path| err_of(block_on(sql::session(p)));
+    let session_err = |p: &Path| err_of(session(p));
 
     let missing = tmp.path().join("no-such-run");
-    let e = session(&missing);
+    let e = session_err(&missing);
     assert!(e.contains("does not exist") && e.contains("no-such-run"), "{e}");
 
-    let e = session(tmp.path());
-    assert!(e.contains("not a scored run") && e.contains("scores/") && e.contains("maps/") && e.contains("metric_stats/"), "{e}");
+    let e = session_err(tmp.path());
+    assert!(e.contains("holds no scored run") && e.contains("promptad score"), "{e}");
 
-    // only one table missing: only it is named
-    let partial = tmp.path().join("partial");
-    for table in ["scores", "maps"] {
-        copy_dir(&f.run.join(table), &partial.join(table));
-    }
-    let e = session(&partial);
-    assert!(e.contains("missing metric_stats/") && !e.contains("scores/category"), "{e}");
-
-    let e = session(Path::new("s3://bucket/runs/r1"));
-    assert!(e.contains("s3://bucket/runs/r1") && e.contains("not supported yet"), "{e}");
+    // a committed file that has gone missing is named
+    let damaged = tmp.path().join("damaged");
+    copy_dir(&f.run, &damaged);
+    let victim = find_files(&damaged.join("scores"))[0].clone();
+    std::fs::remove_file(&victim).unwrap();
+    let e = err_of(block_on(async {
+        let ctx = sql::session(&Location::parse(damaged.to_str().unwrap())?, RunSelection::All).await?;
+        sql::query(&ctx, "SELECT COUNT(*) FROM scores").await
+    }));
+    assert!(e.contains(victim.file_name().unwrap().to_str().unwrap()), "{e}");
 
     // bad SQL: the parser's or planner's message
+    let ctx = session(&f.run).unwrap();
     block_on(async {
-        let ctx = sql::session(&f.run).await.unwrap();
         let e = err_of(sql::query(&ctx, "SELEC * FROM scores").await);
         assert!(e.contains("SELEC"), "{e}");
         let e = err_of(sql::query(&ctx, "SELECT no_such_column FROM scores").await);
@@ -389,21 +401,40 @@ fn cli_errors_name_the_problem() {
         assert!(stderr.contains(needle), "promptad {args:?}: {needle:?} not in:\n{stderr}");
     };
     fails(&["eval", missing.to_str().unwrap()], "does not exist");
-    fails(&["eval", tmp.path().to_str().unwrap()], "not a scored run");
+    fails(&["eval", tmp.path().to_str().unwrap()], "holds no scored run");
     fails(&["sql", f.run.to_str().unwrap(), "SELECT no_such_column FROM scores"], "no_such_column");
 }
 
 #[test]
-fn files_being_written_are_not_read() {
+fn uncommitted_files_are_not_read() {
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let copy = tmp.path().join("run");
     copy_dir(&f.run, &copy);
-    // what an interrupted or running `promptad score` leaves: a temporary file next to the part
+    // What a worker killed mid-unit leaves: a unit's files without its commit record, next to
+    // the committed ones, and a staging file.
     for table in sql::TABLES {
-        std::fs::write(copy.join(table).join("category=marble").join(".partial-x1y2.parquet"), b"PAR1 not finished").unwrap();
+        let committed = find_files(&copy.join(table));
+        let uncommitted = committed[0].with_file_name("part-test-00099.parquet");
+        std::fs::copy(&committed[0], &uncommitted).unwrap();
+        std::fs::write(committed[0].with_file_name("part-test-00098.parquet#1"), b"PAR1 not finished").unwrap();
     }
     assert_eq!(eval_with(&copy, 2), eval_with(&f.run, 2));
+}
+
+/// Every file below `dir`, sorted.
+fn find_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            files.extend(find_files(&entry.path()));
+        } else {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    files
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::promptad;
+use common::{dataset, loc, promptad};
 use promptad::artifact::Artifact;
 use promptad::data::prepare::Compat;
 use promptad::data::synth::{generate, SynthConfig};
@@ -33,7 +33,7 @@ fn synth(root: &Path, categories: &[&str]) {
 
 fn job(root: &Path, category: &str, steps: usize) -> TrainJob {
     TrainJob {
-        dataset_root: root.to_path_buf(),
+        dataset: root.display().to_string(),
         category: category.into(),
         category_name: Some(category.into()),
         anomaly_suffixes: Some(vec!["{} with scratch".into(), "{} with hole".into()]),
@@ -48,7 +48,7 @@ fn job(root: &Path, category: &str, steps: usize) -> TrainJob {
 }
 
 fn options() -> ScoreOptions {
-    ScoreOptions { batch_size: 8, compat: Compat::Rgb, skip_bad: false, overwrite: false }
+    ScoreOptions { batch_size: 8, compat: Compat::Rgb, ..ScoreOptions::default() }
 }
 
 /// Detection on generated defects with a random backbone must beat chance by these margins
@@ -68,27 +68,29 @@ fn trains_scores_and_beats_chance_on_generated_defects() {
     for category in categories {
         let model = tmp.path().join("models").join(category);
         let mut losses: Vec<(Head, f64)> = Vec::new();
-        let manifest = train_category(&job(&data, category, 40), &clip, backbone.clone(), &model, false, |h, _, l| losses.push((h, l))).unwrap();
+        let manifest = train_category(&job(&data, category, 40), &clip, backbone.clone(), &loc(&model), false, |h, _, l| losses.push((h, l))).unwrap();
         for head in [Head::Image, Head::Pixel] {
             let l: Vec<f64> = losses.iter().filter(|(h, _)| *h == head).map(|(_, l)| *l).collect();
             assert_eq!(l.len(), 40);
             assert!(l[39] < l[0], "{category} {head:?}: training did not lower the loss: {} -> {}", l[0], l[39]);
         }
         assert_eq!(manifest.shots.len(), 2);
-        let artifact = Artifact::read(&model).unwrap();
-        let scored = score_category(&artifact, &clip, DetectConfig::default(), &data, category, &tmp.path().join("scores"), &options(), |_| {}).unwrap();
+        let artifact = Artifact::read(&loc(&model)).unwrap();
+        let scored = score_category(&artifact, &clip, DetectConfig::default(), &dataset(&data), category, &loc(&tmp.path().join("scores")), &options(), |_| {}).unwrap();
         let (scores, labels): (Vec<f64>, Vec<bool>) = scored.image_scores.iter().copied().unzip();
         let (i, p, a) = (auroc(&scores, &labels).unwrap(), pixel_auroc(&scored.pixel_stats).unwrap(), pixel_aupro(&scored.pixel_stats, DEFAULT_FPR_LIMIT).unwrap());
         eprintln!("{category}: image AUROC {i:.4}, pixel AUROC {p:.4}, AUPRO {a:.4}");
         image_aurocs.push(i);
         pixel_aurocs.push(p);
         aupros.push(a);
+        assert!(scored.run_complete);
         for table in ["scores", "maps", "metric_stats"] {
-            assert!(table_file(&scored.out_dir, table, category).is_file(), "{table}");
+            let file = tmp.path().join("scores").join(table_file(table, &scored.run_id, category, "test-00000"));
+            assert!(file.is_file(), "{}", file.display());
         }
-        // A second run refuses to overwrite.
-        let again = score_category(&artifact, &clip, DetectConfig::default(), &data, category, &tmp.path().join("scores"), &options(), |_| {});
-        assert!(again.err().unwrap().to_string().contains("--overwrite"));
+        // A second run finds every unit committed and leaves them alone.
+        let again = score_category(&artifact, &clip, DetectConfig::default(), &dataset(&data), category, &loc(&tmp.path().join("scores")), &options(), |_| {}).unwrap();
+        assert_eq!((again.units_scored, again.units_already_done, again.run_id.as_str()), (0, 1, scored.run_id.as_str()));
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (i, p, a) = (mean(&image_aurocs), mean(&pixel_aurocs), mean(&aupros));
@@ -104,7 +106,7 @@ fn bad_input_gets_clear_errors() {
     let data = tmp.path().join("data");
     synth(&data, &["weave"]);
     let (clip, backbone) = random_backbone(7, Device::Cpu).unwrap();
-    let train = |job: TrainJob| train_category(&job, &clip, backbone.clone(), &tmp.path().join("m"), true, |_, _, _| {}).map(|_| ()).unwrap_err().to_string();
+    let train = |job: TrainJob| train_category(&job, &clip, backbone.clone(), &loc(&tmp.path().join("m")), true, |_, _, _| {}).map(|_| ()).unwrap_err().to_string();
 
     // Unknown category: not built in and no display name.
     let err = train(TrainJob { category_name: None, anomaly_suffixes: None, ..job(&data, "weave", 1) });
@@ -125,10 +127,10 @@ fn bad_input_gets_clear_errors() {
     std::fs::write(&shot, original).unwrap();
 
     let model = tmp.path().join("model");
-    train_category(&job(&data, "weave", 2), &clip, backbone.clone(), &model, false, |_, _, _| {}).unwrap();
-    let artifact = Artifact::read(&model).unwrap();
+    train_category(&job(&data, "weave", 2), &clip, backbone.clone(), &loc(&model), false, |_, _, _| {}).unwrap();
+    let artifact = Artifact::read(&loc(&model)).unwrap();
     let score = |out: &str, skip_bad: bool| {
-        score_category(&artifact, &clip, DetectConfig::default(), &data, "weave", &tmp.path().join(out), &ScoreOptions { skip_bad, ..options() }, |_| {})
+        score_category(&artifact, &clip, DetectConfig::default(), &dataset(&data), "weave", &loc(&tmp.path().join(out)), &ScoreOptions { skip_bad, ..options() }, |_| {})
     };
 
     // A corrupt test image: an error naming it, or with skip_bad a recorded row.
@@ -137,11 +139,10 @@ fn bad_input_gets_clear_errors() {
     std::fs::write(&victim, b"not an image").unwrap();
     let err = score("s1", false).err().unwrap().to_string();
     assert!(err.contains(&victim.display().to_string()) && err.contains("--skip-bad"), "{err}");
-    assert!(!table_file(&tmp.path().join("s1"), "scores", "weave").exists(), "no partial output after a failure");
-    assert!(std::fs::read_dir(tmp.path().join("s1/scores/category=weave")).unwrap().next().is_none(), "no temporary file left behind");
+    assert!(!tmp.path().join("s1/scores").exists(), "no partial output after a failure");
     let summary = score("s2", true).unwrap();
     assert_eq!(summary.skipped.len(), 1);
-    let file = std::fs::File::open(table_file(&summary.out_dir, "scores", "weave")).unwrap();
+    let file = std::fs::File::open(tmp.path().join("s2").join(table_file("scores", &summary.run_id, "weave", "test-00000"))).unwrap();
     let batches: Vec<_> = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap().map(Result::unwrap).collect();
     let errors: Vec<String> = batches
         .iter()
@@ -173,7 +174,8 @@ fn demo_cli_reports_metrics_against_chance() {
     for row in ["grid", "mean", "chance", "mean - chance"] {
         assert!(stdout.lines().any(|l| l.starts_with(row)), "missing row {row}:\n{stdout}");
     }
-    assert!(table_file(&out.join("scores"), "maps", "grid").is_file());
+    let maps: Vec<_> = std::fs::read_dir(out.join("scores/maps")).unwrap().collect();
+    assert_eq!(maps.len(), 1, "one run of maps");
 }
 
 #[test]
@@ -185,10 +187,10 @@ fn ablations_change_what_is_trained_and_scored() {
     let (clip, backbone) = random_backbone(7, Device::Cpu).unwrap();
     let run = |name: &str, job: TrainJob, guidance: Guidance| {
         let model = tmp.path().join(name);
-        let manifest = train_category(&job, &clip, backbone.clone(), &model, false, |_, _, _| {}).unwrap();
-        let artifact = Artifact::read(&model).unwrap();
+        let manifest = train_category(&job, &clip, backbone.clone(), &loc(&model), false, |_, _, _| {}).unwrap();
+        let artifact = Artifact::read(&loc(&model)).unwrap();
         let detect = DetectConfig { guidance, ..DetectConfig::default() };
-        let scored = score_category(&artifact, &clip, detect, &data, "marble", &tmp.path().join(format!("s-{name}")), &options(), |_| {}).unwrap();
+        let scored = score_category(&artifact, &clip, detect, &dataset(&data), "marble", &loc(&tmp.path().join(format!("s-{name}"))), &options(), |_| {}).unwrap();
         (manifest, scored.image_scores.iter().map(|(s, _)| *s).collect::<Vec<f64>>())
     };
     let base = || job(&data, "marble", 3);

@@ -7,6 +7,7 @@ mod doctor;
 mod embed;
 mod eval;
 mod score;
+mod shard;
 mod sql;
 mod synth;
 mod tokenize;
@@ -35,6 +36,7 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     Eval(eval::EvalArgs),
     Score(score::ScoreArgs),
+    Shard(shard::ShardArgs),
     Sql(sql::SqlArgs),
     Synth(synth::SynthArgs),
     Tokenize(tokenize::TokenizeArgs),
@@ -50,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Embed(args) => embed::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Score(args) => score::run(args),
+        Command::Shard(args) => shard::run(args),
         Command::Sql(args) => sql::run(args),
         Command::Synth(args) => synth::run(args),
         Command::Tokenize(args) => tokenize::run(args),

@@ -11,30 +11,56 @@ use crate::artifact::Artifact;
 use crate::clip::Precision;
 use crate::data::prepare::Compat;
 use crate::detect::Guidance;
+use crate::data::dataset::Dataset;
 use crate::pipeline::score::{score_category, ScoreOptions};
+use crate::store::Location;
 
 /// Score a dataset with a trained model: scores, maps and metric statistics as Parquet.
 ///
-/// Scores the test split of a category with a model artifact and writes three Hive-partitioned
-/// tables under OUT: scores/category=<c>/part-00000.parquet (one row per image: pred_score,
+/// Scores the images of a category (the test split of a folder dataset; every split but train
+/// of image shards) with a model artifact and writes a run of three Hive-partitioned tables
+/// under OUT: scores/run=<id>/category=<c>/part-<unit>.parquet (one row per image: pred_score,
 /// text_score, visual_max, max_pixel_score, gt_label, ...), maps/... (the anomaly map at 400×400
 /// as u16 over [0, 1]) and metric_stats/... (per-image sufficient statistics for pixel AUROC and
-/// AUPRO).
-/// Prints image AUROC, pixel AUROC and AUPRO when the split has both labels.
+/// AUPRO). Work is cut into units (one per shard, or --rows-per-unit folder images); each unit
+/// is committed by a record under OUT/_runs/run=<id>/ after its files, and the run manifest is
+/// written once every unit is committed. Re-running the same command skips committed units and
+/// redoes the rest; --overwrite redoes everything.
+///
+/// Every location is a URL: a local path, file:///path or s3://bucket/prefix (S3 settings from
+/// the AWS_* environment). For Kubernetes Indexed Jobs, --shard-index/--shard-count give each
+/// worker a contiguous range of the units.
+///
+/// Prints image AUROC, pixel AUROC and AUPRO of what it scored when the split has both labels.
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
-    /// Model artifact directory (written by `promptad train`).
-    #[arg(long, env = "PROMPTAD_MODEL", value_name = "DIR")]
-    pub model: PathBuf,
-    /// Dataset root in the MVTec AD / VisA layout.
-    #[arg(long, env = "PROMPTAD_DATA", value_name = "DIR")]
-    pub data: PathBuf,
+    /// Model artifact URL (written by `promptad train`).
+    #[arg(long, env = "PROMPTAD_MODEL", value_name = "URL")]
+    pub model: String,
+    /// Dataset URL: folders in the MVTec AD / VisA layout, or image shards (`promptad shard`).
+    #[arg(long, env = "PROMPTAD_DATA", value_name = "URL")]
+    pub data: String,
     /// Category to score [default: the model's].
     #[arg(long)]
     pub category: Option<String>,
-    /// Output directory.
-    #[arg(long, short, value_name = "DIR")]
-    pub out: PathBuf,
+    /// Output URL (the root of the scores, maps and metric_stats tables).
+    #[arg(long, short, value_name = "URL")]
+    pub out: String,
+    /// Run id [default: a digest of the data URL and the scoring options, so the same command
+    /// continues the same run; every category scored that way joins it]. Nightly re-scoring
+    /// passes e.g. the date.
+    #[arg(long, env = "PROMPTAD_RUN_ID")]
+    pub run_id: Option<String>,
+    /// This worker's index among --shard-count workers (0-based) [default: JOB_COMPLETION_INDEX,
+    /// else 0].
+    #[arg(long, env = "JOB_COMPLETION_INDEX", default_value_t = 0)]
+    pub shard_index: usize,
+    /// Number of workers the units are split over.
+    #[arg(long, env = "PROMPTAD_SHARD_COUNT", default_value_t = 1)]
+    pub shard_count: usize,
+    /// Images per work unit of a folder dataset (a shard is always one unit).
+    #[arg(long, default_value_t = 256)]
+    pub rows_per_unit: usize,
     /// The backbone checkpoint, if it moved since training (its SHA-256 must match the model's).
     #[arg(long, env = "PROMPTAD_WEIGHTS", value_name = "FILE")]
     pub weights: Option<PathBuf>,
@@ -58,14 +84,16 @@ pub struct ScoreArgs {
     /// instead of stopping; the run still exits non-zero.
     #[arg(long)]
     pub skip_bad: bool,
-    /// Replace existing outputs.
+    /// Score every unit again, replacing committed outputs of the run.
     #[arg(long)]
     pub overwrite: bool,
 }
 
 pub fn run(args: ScoreArgs) -> Result<ExitCode> {
     let device = checked_device(&args.device)?;
-    let artifact = Artifact::read(&args.model)?;
+    let artifact = Artifact::read(&Location::parse(&args.model)?)?;
+    let dataset = Dataset::open(&args.data)?;
+    let out = Location::parse(&args.out)?;
     let clip = artifact.manifest.backbone.load(args.weights.as_deref(), device, args.precision)?;
     let category = args.category.clone().unwrap_or_else(|| artifact.manifest.category.key.clone());
     let mut detect = artifact.manifest.detect.clone();
@@ -73,16 +101,34 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         detect.guidance = guidance;
     }
     let bar = super::progress_bar(0, &format!("scoring {category}"));
-    let options = ScoreOptions { batch_size: args.batch_size, compat: args.compat, skip_bad: args.skip_bad, overwrite: args.overwrite };
-    let summary = score_category(&artifact, &clip, detect, &args.data, &category, &args.out, &options, |n| bar.inc(n as u64))?;
+    let options = ScoreOptions {
+        batch_size: args.batch_size,
+        compat: args.compat,
+        skip_bad: args.skip_bad,
+        overwrite: args.overwrite,
+        rows_per_unit: args.rows_per_unit,
+        shard: (args.shard_index, args.shard_count),
+        run_id: args.run_id.clone(),
+    };
+    let summary = score_category(&artifact, &clip, detect, &dataset, &category, &out, &options, |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
-    println!("{category}: {} images scored into {}", summary.images, summary.out_dir.display());
-    match summary.metrics() {
-        Ok(m) => println!("image AUROC {:.4}  pixel AUROC {:.4}  AUPRO {:.4}", m.image_auroc, m.pixel_auroc, m.aupro),
-        Err(e) => println!("metrics not computed: {e}"),
+    println!(
+        "{category}: run {}: {} images in {} units scored, {} units already committed; run {} ({})",
+        summary.run_id,
+        summary.images,
+        summary.units_scored,
+        summary.units_already_done,
+        if summary.run_complete { "complete" } else { "incomplete: other workers or a re-run will finish it" },
+        summary.out
+    );
+    if summary.units_scored > 0 {
+        match summary.metrics() {
+            Ok(m) => println!("this worker's images: image AUROC {:.4}  pixel AUROC {:.4}  AUPRO {:.4}", m.image_auroc, m.pixel_auroc, m.aupro),
+            Err(e) => println!("metrics not computed: {e}"),
+        }
     }
     if !summary.skipped.is_empty() {
-        eprintln!("{} image(s) skipped (recorded in scores.parquet with their error):", summary.skipped.len());
+        eprintln!("{} image(s) skipped (recorded in the scores table with their error):", summary.skipped.len());
         for (id, error) in &summary.skipped {
             eprintln!("  {id}: {error}");
         }

@@ -1,24 +1,25 @@
 //! `promptad sql`: one SQL query over a scored run.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
 
-use crate::sql::{query, session, write_batches, Format};
+use crate::sql::{query, session, write_batches, Format, RunSelection};
+use crate::store::Location;
 
 /// Run a SQL query over a scored run's tables.
 ///
-/// The run directory written by `promptad score` is queried with DataFusion SQL. Its tables,
-/// each partitioned by category:
+/// The output written by `promptad score` is queried with DataFusion SQL: every committed file of
+/// every run (or one run with --run). Its tables (columns documented in schemas/):
 ///
-/// scores: image_id, split, defect_type, gt_label (0/1), image_path, pred_score (NULL for a
-/// skipped image), text_score, visual_max, max_pixel_score, model_version, error, category.
+/// scores: run, image_id, category, split, defect_type, gt_label (0/1, NULL if unknown),
+/// image_path, pred_score (NULL for a skipped image), text_score, visual_max, max_pixel_score,
+/// model_version, error.
 ///
-/// maps: image_id, anomaly_map (the map as u16 over [0, 1], row-major), category.
+/// maps: run, image_id, category, anomaly_map (the map as u16 over [0, 1], row-major).
 ///
-/// metric_stats: image_id, stats (per-image statistics for the pixel metrics), category.
+/// metric_stats: run, image_id, category, stats (per-image statistics for the pixel metrics).
 ///
 /// Besides DataFusion's own functions, the exact metric aggregates image_auroc(score, label),
 /// image_aupr(score, label), pixel_auroc(stats) and pixel_aupro(stats [, fpr_limit]) are
@@ -29,10 +30,14 @@ use crate::sql::{query, session, write_batches, Format};
 /// that create, change or write anything (CREATE, INSERT, COPY, SET) are refused.
 #[derive(Debug, Args)]
 pub struct SqlArgs {
-    /// Run directory written by `promptad score --out`: a local path or a file:// URL (s3:// is
-    /// not supported yet).
-    #[arg(value_name = "RUN_DIR")]
-    pub run_dir: PathBuf,
+    /// Output location given to `promptad score --out`: a local path, file:///path or
+    /// s3://bucket/prefix (S3 settings from the AWS_* environment).
+    #[arg(value_name = "OUT_URL")]
+    pub out: String,
+    /// Only this run's rows [default: every committed row of every run; the `run` column tells
+    /// them apart].
+    #[arg(long)]
+    pub run: Option<String>,
     /// The query: one SQL statement (quote it for the shell).
     #[arg(value_name = "QUERY")]
     pub query: String,
@@ -45,7 +50,8 @@ pub struct SqlArgs {
 pub fn run(args: SqlArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (schema, batches) = runtime.block_on(async {
-        let ctx = session(&args.run_dir).await?;
+        let runs = args.run.clone().map_or(RunSelection::All, RunSelection::One);
+        let ctx = session(&Location::parse(&args.out)?, runs).await?;
         query(&ctx, &args.query).await
     })?;
     write_batches(&schema, &batches, args.format, std::io::stdout().lock())?;

@@ -1,17 +1,17 @@
 //! `promptad train`: one PromptAD model for one category.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
 
 use super::backbone::BackboneArgs;
-use crate::artifact::default_dir;
+use crate::artifact::default_rel;
 use crate::detect::{DetectConfig, Guidance};
 use crate::pipeline::train::{train_category, TrainJob};
 use crate::prompt::learner::PromptConfig;
 use crate::prompt::train::{Head, TrainConfig};
+use crate::store::Location;
 
 /// Train one PromptAD model for one category from k normal images.
 ///
@@ -19,12 +19,15 @@ use crate::prompt::train::{Head, TrainConfig};
 /// shots, learns the image-level (N=3) and pixel-level (N=1) prompts with the official losses and
 /// schedule (100 SGD steps), and writes the model artifact (tensors.safetensors + manifest.json).
 ///
-/// The dataset is a folder in the MVTec AD or VisA 1cls layout (`promptad synth` writes one).
+/// The dataset is a folder in the MVTec AD or VisA 1cls layout (`promptad synth` writes one) or
+/// Parquet image shards (`promptad shard`), at a local path, a file:// URL or s3://bucket/prefix
+/// (S3 settings from the AWS_* environment: AWS_ENDPOINT, AWS_REGION, credentials or web
+/// identity). The artifact can be written to any of these too.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Dataset root: <DATA>/<category>/train/good/*.png ...
-    #[arg(long, env = "PROMPTAD_DATA", value_name = "DIR")]
-    pub data: PathBuf,
+    /// Dataset URL: folders (<DATA>/<category>/train/good/*.png ...) or image shards.
+    #[arg(long, env = "PROMPTAD_DATA", value_name = "URL")]
+    pub data: String,
     /// Category folder name: an MVTec AD or VisA category (bottle, metal_nut, pcb1, ...) or
     /// your own with --category-name.
     #[arg(long, env = "PROMPTAD_CATEGORY")]
@@ -46,9 +49,9 @@ pub struct TrainArgs {
     /// of a seeded draw.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub shots: Option<Vec<String>>,
-    /// Artifact directory [default: models/<data folder name>/<category>/k<k>/seed<seed>].
-    #[arg(long, short)]
-    pub out: Option<PathBuf>,
+    /// Artifact URL [default: models/<data folder name>/<category>/k<k>/seed<seed>].
+    #[arg(long, short, value_name = "URL")]
+    pub out: Option<String>,
     /// Replace an existing artifact.
     #[arg(long)]
     pub overwrite: bool,
@@ -78,7 +81,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let (clip, backbone) = args.backbone.load(true)?;
     let prompts = |base: PromptConfig| PromptConfig { manual_anomaly: !args.no_manual_prompts, learnable_anomaly: !args.no_learnable_prompts, ..base };
     let job = TrainJob {
-        dataset_root: args.data.clone(),
+        dataset: args.data.clone(),
         category: args.category.clone(),
         category_name: args.category_name.clone(),
         anomaly_suffixes: args.anomaly_suffixes.clone(),
@@ -90,8 +93,8 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         train: TrainConfig { steps: args.steps, eam: !args.no_eam, ..TrainConfig::default() },
         detect: DetectConfig { guidance: args.guidance, taps: args.taps.clone(), ..DetectConfig::default() },
     };
-    let dataset = args.data.file_name().and_then(|n| n.to_str()).unwrap_or("data").to_string();
-    let out = args.out.clone().unwrap_or_else(|| default_dir(&PathBuf::from("models"), &dataset, &args.category, job.k, args.seed));
+    let dataset = args.data.trim_end_matches('/').rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("data").to_string();
+    let out = Location::parse(&args.out.clone().unwrap_or_else(|| format!("models/{}", default_rel(&dataset, &args.category, job.k, args.seed))))?;
     let bar = super::progress_bar(2 * job.train.steps as u64, &format!("training {}", args.category));
     let manifest = train_category(&job, &clip, backbone, &out, args.overwrite, |head, step, loss| {
         bar.inc(1);
@@ -103,6 +106,6 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         }
     })?;
     bar.finish_and_clear();
-    println!("{}: model {} written to {} (shots: {})", args.category, manifest.version, out.display(), manifest.shots.join(", "));
+    println!("{}: model {} written to {} (shots: {})", args.category, manifest.version, out, manifest.shots.join(", "));
     Ok(ExitCode::SUCCESS)
 }

@@ -8,13 +8,13 @@
 //! ```
 //! Every defect image must have its mask; a missing one is an error naming both paths.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 
-use rand::seq::index::sample;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::DataError;
+use crate::store::Location;
 
 const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
 
@@ -23,6 +23,15 @@ const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
 pub enum Split {
     Train,
     Test,
+}
+
+impl Split {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        }
+    }
 }
 
 /// One image of a folder dataset.
@@ -34,9 +43,11 @@ pub struct Sample {
     pub split: Split,
     /// `good`, or the defect folder name.
     pub defect_type: String,
-    pub image: PathBuf,
-    /// Present for every defect image; `None` for good images (an all-zero mask).
-    pub mask: Option<PathBuf>,
+    /// The image, relative to the dataset root (`bottle/test/good/000.png`).
+    pub image: String,
+    /// The mask, relative to the dataset root; present for every defect image, `None` for good
+    /// images (an all-zero mask).
+    pub mask: Option<String>,
 }
 
 impl Sample {
@@ -44,87 +55,106 @@ impl Sample {
     pub fn label(&self) -> u8 {
         u8::from(self.defect_type != "good")
     }
+
+    pub fn file_name(&self) -> &str {
+        self.image.rsplit('/').next().unwrap_or(&self.image)
+    }
 }
 
 /// The train (good) and test images of one category, each sorted by path.
 #[derive(Debug, Clone)]
 pub struct CategoryFolder {
-    pub root: PathBuf,
+    pub root: Location,
     pub category: String,
     pub train_good: Vec<Sample>,
     pub test: Vec<Sample>,
 }
 
-fn sorted_images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| DataError::Io { path: dir.to_path_buf(), source })?;
-    let mut images: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())))
-        .collect();
-    images.sort();
-    Ok(images)
+fn is_image(name: &str) -> bool {
+    name.rsplit_once('.').is_some_and(|(_, e)| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-fn sorted_subdirs(dir: &Path) -> Result<Vec<String>, DataError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| DataError::Io { path: dir.to_path_buf(), source })?;
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .collect();
-    names.sort();
-    Ok(names)
+pub(crate) fn stem(name: &str) -> &str {
+    let file = name.rsplit('/').next().unwrap_or(name);
+    file.rsplit_once('.').map_or(file, |(s, _)| s)
 }
 
-fn stem(path: &Path) -> String {
-    path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string()
+/// The relative paths of every object under `<root>/<category>/`, sorted.
+fn category_files(root: &Location, category: &str) -> Result<Vec<String>, DataError> {
+    let objects = root.list(category)?;
+    Ok(objects.iter().map(|o| root.relative(&o.location)).collect())
 }
 
-/// The mask of a defect image: MVTec's `<stem>_mask.<ext>` or VisA's `<stem>.png`.
-fn find_mask(root: &Path, category: &str, defect_type: &str, image: &Path) -> Result<PathBuf, DataError> {
-    let dir = root.join(category).join("ground_truth").join(defect_type);
-    let s = stem(image);
-    let candidates = [format!("{s}_mask.png"), format!("{s}.png"), format!("{s}_mask.bmp"), format!("{s}_mask.tif")];
-    candidates.iter().map(|c| dir.join(c)).find(|p| p.is_file()).ok_or_else(|| DataError::MissingMask {
-        image: image.to_path_buf(),
-        expected: dir.join(format!("{s}_mask.png")),
-    })
-}
-
-/// The categories under `root` (folders that hold a `train/good` folder).
-pub fn list_categories(root: &Path) -> Result<Vec<String>, DataError> {
-    Ok(sorted_subdirs(root)?.into_iter().filter(|c| root.join(c).join("train").join("good").is_dir()).collect())
-}
-
-/// Lists one category: its train/good images and every test image with its mask.
-pub fn scan_category(root: &Path, category: &str) -> Result<CategoryFolder, DataError> {
-    let dir = root.join(category);
-    if !dir.join("train").join("good").is_dir() {
-        let available = list_categories(root).unwrap_or_default();
-        return Err(DataError::UnknownCategory { root: root.to_path_buf(), category: category.into(), available: available.join(", ") });
+/// The categories under `root`: folders that hold at least one `train/good` image. Lists one
+/// level, then each candidate's `train/good` folder, never the whole archive.
+pub fn list_categories(root: &Location) -> Result<Vec<String>, DataError> {
+    let mut categories = Vec::new();
+    for folder in root.list_dirs("")? {
+        let good = root.list(&format!("{folder}/train/good"))?;
+        if good.iter().any(|o| is_image(o.location.as_ref())) {
+            categories.push(folder);
+        }
     }
-    let sample = |split: Split, defect_type: &str, image: PathBuf, mask: Option<PathBuf>| Sample {
-        id: format!("{category}/{}/{defect_type}/{}", if split == Split::Train { "train" } else { "test" }, stem(&image)),
+    Ok(categories)
+}
+
+/// Lists one category: its train/good images and every test image with its mask. The mask of a
+/// defect image is MVTec's `ground_truth/<type>/<stem>_mask.<ext>` or VisA's `<stem>.png`.
+pub fn scan_category(root: &Location, category: &str) -> Result<CategoryFolder, DataError> {
+    let files = category_files(root, category)?;
+    let mut train_good = Vec::new();
+    let mut test_images: Vec<(String, String)> = Vec::new();
+    let mut masks: BTreeMap<(String, String), String> = BTreeMap::new();
+    for rel in &files {
+        let parts: Vec<&str> = rel.split('/').collect();
+        if parts.len() != 4 || !is_image(parts[3]) {
+            continue;
+        }
+        match (parts[1], parts[2]) {
+            ("train", "good") => train_good.push(sample(category, Split::Train, "good", rel.clone(), None)),
+            ("test", defect_type) => test_images.push((defect_type.to_string(), rel.clone())),
+            ("ground_truth", defect_type) => {
+                let s = stem(parts[3]);
+                let key = s.strip_suffix("_mask").unwrap_or(s);
+                // MVTec's `<stem>_mask` wins over a VisA-style `<stem>` if both exist.
+                let entry = masks.entry((defect_type.to_string(), key.to_string())).or_insert_with(|| rel.clone());
+                if s.ends_with("_mask") {
+                    *entry = rel.clone();
+                }
+            }
+            _ => {}
+        }
+    }
+    if train_good.is_empty() {
+        let available = list_categories(root).unwrap_or_default();
+        return Err(DataError::UnknownCategory { root: root.url().to_string(), category: category.into(), available: available.join(", ") });
+    }
+    let mut test = Vec::with_capacity(test_images.len());
+    for (defect_type, image) in test_images {
+        let mask = if defect_type == "good" {
+            None
+        } else {
+            let key = (defect_type.clone(), stem(&image).to_string());
+            let found = masks.get(&key).cloned().ok_or_else(|| DataError::MissingMask {
+                image: root.url_of(&image),
+                expected: root.url_of(&format!("{category}/ground_truth/{defect_type}/{}_mask.png", stem(&image))),
+            })?;
+            Some(found)
+        };
+        test.push(sample(category, Split::Test, &defect_type, image, mask));
+    }
+    Ok(CategoryFolder { root: root.clone(), category: category.to_string(), train_good, test })
+}
+
+fn sample(category: &str, split: Split, defect_type: &str, image: String, mask: Option<String>) -> Sample {
+    Sample {
+        id: format!("{category}/{}/{defect_type}/{}", split.as_str(), stem(&image)),
         category: category.to_string(),
         split,
         defect_type: defect_type.to_string(),
         image,
         mask,
-    };
-    let train_good: Vec<Sample> =
-        sorted_images(&dir.join("train").join("good"))?.into_iter().map(|p| sample(Split::Train, "good", p, None)).collect();
-    let mut test = Vec::new();
-    let test_dir = dir.join("test");
-    if test_dir.is_dir() {
-        for defect_type in sorted_subdirs(&test_dir)? {
-            for image in sorted_images(&test_dir.join(&defect_type))? {
-                let mask = if defect_type == "good" { None } else { Some(find_mask(root, category, &defect_type, &image)?) };
-                test.push(sample(Split::Test, &defect_type, image, mask));
-            }
-        }
     }
-    Ok(CategoryFolder { root: root.to_path_buf(), category: category.to_string(), train_good, test })
 }
 
 /// The k normal shots: the images named in `explicit` (file name or stem), or k drawn without
@@ -137,7 +167,7 @@ pub fn select_shots(train_good: &[Sample], k: usize, seed: u64, explicit: Option
             .map(|name| {
                 train_good
                     .iter()
-                    .find(|s| s.image.file_name().and_then(|f| f.to_str()) == Some(name.as_str()) || stem(&s.image) == *name)
+                    .find(|s| s.file_name() == name.as_str() || stem(&s.image) == name)
                     .cloned()
                     .ok_or_else(|| DataError::UnknownShot { category: category.clone(), name: name.clone() })
             })
@@ -147,7 +177,7 @@ pub fn select_shots(train_good: &[Sample], k: usize, seed: u64, explicit: Option
         return Err(DataError::NotEnoughShots { category, k, available: train_good.len() });
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut chosen = sample(&mut rng, train_good.len(), k).into_vec();
+    let mut chosen = rand::seq::index::sample(&mut rng, train_good.len(), k).into_vec();
     chosen.sort_unstable();
     Ok(chosen.into_iter().map(|i| train_good[i].clone()).collect())
 }
@@ -156,9 +186,15 @@ pub fn select_shots(train_good: &[Sample], k: usize, seed: u64, explicit: Option
 mod tests {
     use super::*;
 
+    use std::path::Path;
+
     fn touch(path: &Path) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, b"x").unwrap();
+    }
+
+    fn root(dir: &tempfile::TempDir) -> Location {
+        Location::parse(dir.path().to_str().unwrap()).unwrap()
     }
 
     fn mvtec_tree() -> tempfile::TempDir {
@@ -176,26 +212,27 @@ mod tests {
     #[test]
     fn scans_the_mvtec_layout() {
         let dir = mvtec_tree();
-        let folder = scan_category(dir.path(), "bottle").unwrap();
+        let folder = scan_category(&root(&dir), "bottle").unwrap();
         assert_eq!(folder.train_good.len(), 5);
         assert_eq!(folder.test.iter().map(|s| (s.id.as_str(), s.label())).collect::<Vec<_>>(), [("bottle/test/broken_large/000", 1), ("bottle/test/good/000", 0)]);
-        assert!(folder.test[0].mask.as_ref().unwrap().ends_with("ground_truth/broken_large/000_mask.png"));
+        assert_eq!(folder.test[0].mask.as_deref(), Some("bottle/ground_truth/broken_large/000_mask.png"));
+        assert_eq!(list_categories(&root(&dir)).unwrap(), ["bottle"]);
     }
 
     #[test]
     fn missing_mask_and_unknown_category_are_named() {
         let dir = mvtec_tree();
         std::fs::remove_file(dir.path().join("bottle/ground_truth/broken_large/000_mask.png")).unwrap();
-        let err = scan_category(dir.path(), "bottle").unwrap_err().to_string();
+        let err = scan_category(&root(&dir), "bottle").unwrap_err().to_string();
         assert!(err.contains("test/broken_large/000.png") && err.contains("000_mask.png"), "{err}");
-        let err = scan_category(dir.path(), "cable").unwrap_err().to_string();
+        let err = scan_category(&root(&dir), "cable").unwrap_err().to_string();
         assert!(err.contains("cable") && err.contains("bottle"), "{err}");
     }
 
     #[test]
     fn shots_are_deterministic_sorted_and_bounded() {
         let dir = mvtec_tree();
-        let folder = scan_category(dir.path(), "bottle").unwrap();
+        let folder = scan_category(&root(&dir), "bottle").unwrap();
         let a = select_shots(&folder.train_good, 3, 7, None).unwrap();
         assert_eq!(a, select_shots(&folder.train_good, 3, 7, None).unwrap());
         assert!(a.windows(2).all(|w| w[0].image < w[1].image));

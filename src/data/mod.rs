@@ -1,7 +1,11 @@
-//! Datasets: folder layouts, decoding, k-shot selection, synthetic data.
+//! Datasets at any URL: folder layouts and Parquet image shards, decoding, k-shot selection,
+//! synthetic data.
 
+pub mod dataset;
 pub mod folder;
+pub mod pack;
 pub mod prepare;
+pub mod shard;
 pub mod synth;
 
 use std::path::PathBuf;
@@ -14,10 +18,12 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
-    #[error("category {category:?} not found under {root} (no {category}/train/good folder); available: [{available}]")]
-    UnknownCategory { root: PathBuf, category: String, available: String },
+    #[error("category {category:?} not found under {root} (no {category}/train/good images); available: [{available}]")]
+    UnknownCategory { root: String, category: String, available: String },
     #[error("defect image {image} has no mask; expected {expected} (MVTec) or the same stem as .png (VisA)")]
-    MissingMask { image: PathBuf, expected: PathBuf },
+    MissingMask { image: String, expected: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("k = {k} shots requested for category {category:?} but its train/good folder has {available} images")]
     NotEnoughShots { category: String, k: usize, available: usize },
     #[error("shot {name:?} is not an image of {category}/train/good (give file names or stems)")]

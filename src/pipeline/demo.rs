@@ -3,12 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::data::dataset::Dataset;
+use crate::store::Location;
+
 use anyhow::Result;
 use serde::Serialize;
 
 use super::score::{score_category, ScoreOptions};
 use super::train::{train_category, TrainJob};
-use crate::artifact::{default_dir, Artifact, Backbone, Weights};
+use crate::artifact::{default_rel, Artifact, Backbone, Weights};
 use crate::clip::Clip;
 use crate::data::prepare::Compat;
 use crate::data::synth::{generate, SynthConfig};
@@ -66,11 +69,13 @@ pub fn run_demo(options: &DemoOptions, clip: &Clip, backbone: &Backbone, mut pro
         progress("generating the dataset");
         generate(&SynthConfig { overwrite: true, ..options.synth.clone() }, &data, || {})?
     };
+    let dataset = Dataset::open(&data.display().to_string())?;
+    let out = Location::parse(&options.out_dir.display().to_string())?;
     let mut results = Vec::new();
     for category in &summary.categories {
         let defects: Vec<String> = category.defects.iter().map(|d| d.defect_type.clone()).collect();
         let job = TrainJob {
-            dataset_root: data.clone(),
+            dataset: data.display().to_string(),
             category: category.name.clone(),
             category_name: Some(category.name.replace('_', " ")),
             anomaly_suffixes: Some(suffixes(&defects)),
@@ -83,7 +88,7 @@ pub fn run_demo(options: &DemoOptions, clip: &Clip, backbone: &Backbone, mut pro
             detect: options.detect.clone(),
         };
         progress(&format!("{}: training on {} shot(s)", category.name, options.k));
-        let model_dir = default_dir(&options.out_dir.join("models"), "synth", &category.name, options.k, options.seed);
+        let model_dir = out.join(&format!("models/{}", default_rel("synth", &category.name, options.k, options.seed)));
         let started = std::time::Instant::now();
         train_category(&job, clip, backbone.clone(), &model_dir, true, |_, _, _| {})?;
         let train_seconds = started.elapsed().as_secs_f64();
@@ -94,10 +99,10 @@ pub fn run_demo(options: &DemoOptions, clip: &Clip, backbone: &Backbone, mut pro
             &artifact,
             clip,
             options.detect.clone(),
-            &data,
+            &dataset,
             &category.name,
-            &options.out_dir.join("scores"),
-            &ScoreOptions { batch_size: options.batch_size, compat: Compat::Rgb, skip_bad: false, overwrite: true },
+            &out.join("scores"),
+            &ScoreOptions { batch_size: options.batch_size, compat: Compat::Rgb, overwrite: true, ..ScoreOptions::default() },
             |_| {},
         )?;
         let metrics = scored.metrics()?;

@@ -1,24 +1,53 @@
-//! Scoring a folder dataset with a trained artifact: per-image scores, anomaly maps and metric
-//! statistics as Parquet. Images are decoded on other cores while the model works on the previous
-//! batch; outputs are written batch by batch, so memory does not grow with the dataset.
+//! Scoring a category of a dataset (folders or image shards, any URL) with a trained artifact:
+//! per-image scores, anomaly maps and metric statistics as Parquet, one file per table and work
+//! unit, in a *run*:
+//!
+//! ```text
+//! <out>/scores/run=<id>/category=<c>/part-<unit>.parquet
+//! <out>/maps/run=<id>/category=<c>/part-<unit>.parquet
+//! <out>/metric_stats/run=<id>/category=<c>/part-<unit>.parquet
+//! <out>/_runs/run=<id>/category=<c>/plan.json            the category's work units (first worker)
+//! <out>/_runs/run=<id>/category=<c>/units/<unit>.json     a unit's commit record, after its files
+//! <out>/_runs/run=<id>/category=<c>/manifest.json         written last, once every unit is committed
+//! ```
+//! A run spans categories (one nightly re-scoring of an archive is one run); its default id is
+//! a digest of the dataset URL and the scoring options, so the same command continues the same
+//! run, and each category of the run has its own plan and manifest.
+//! A unit's files count only once its commit record exists ([`committed_files`]; the SQL tables
+//! read exactly those), so a worker killed mid-unit leaves nothing visible. A re-run skips
+//! committed units and redoes the rest; `overwrite` redoes everything. Workers split the units
+//! deterministically (`shard_index` of `shard_count`: contiguous ranges), and two workers given the
+//! same unit write the same files, each atomically.
+//!
+//! Within a worker, images are fetched and decoded on other cores while the model works on the
+//! previous batch; outputs go out batch by batch, so memory does not grow with the archive.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 use std::sync::mpsc;
+use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
+use bytes::Bytes;
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::artifact::Artifact;
 use crate::clip::Clip;
-use crate::data::folder::{scan_category, Sample};
+use crate::data::dataset::{Dataset, WorkUnit};
 use crate::data::prepare::{mask, model_input, Compat, Role};
+use crate::data::shard::ImageRecord;
 use crate::detect::memory::VisualMemory;
 use crate::detect::{DetectConfig, Detector};
 use crate::metrics::quantize::quantize;
-use crate::metrics::{auroc, pixel_aupro, pixel_auroc, MetricError, DEFAULT_FPR_LIMIT};
 use crate::metrics::stats::{ImageStats, StatsSum};
-use crate::sink::{maps_batch, maps_schema, scores_batch, scores_schema, stats_batch, stats_schema, AtomicParquetWriter, ScoreRow};
+use crate::metrics::{auroc, pixel_aupro, pixel_auroc, MetricError, DEFAULT_FPR_LIMIT};
+use crate::sink::{maps_batch, maps_schema, scores_batch, scores_schema, stats_batch, stats_schema, AtomicParquetWriter, RowKeys, ScoreRow};
+use crate::store::Location;
+
+/// The tables a scoring run writes, in the order they are committed.
+pub const TABLES: [&str; 3] = ["maps", "metric_stats", "scores"];
+pub const RUNS_DIR: &str = "_runs";
 
 #[derive(Debug, Clone)]
 pub struct ScoreOptions {
@@ -26,17 +55,38 @@ pub struct ScoreOptions {
     pub compat: Compat,
     /// Record an undecodable image as a row with its error instead of failing the run.
     pub skip_bad: bool,
+    /// Redo committed units (and replace the run's plan and manifest).
     pub overwrite: bool,
+    /// Images per work unit of a folder dataset (a shard is always one unit).
+    pub rows_per_unit: usize,
+    /// This worker's part: `(index, count)`; `(0, 1)` does everything.
+    pub shard: (usize, usize),
+    /// The run id; by default derived from the dataset URL and the options, so that re-running
+    /// the same command continues the same run.
+    pub run_id: Option<String>,
 }
 
-/// What a scoring run produced, for reports.
+impl Default for ScoreOptions {
+    fn default() -> Self {
+        Self { batch_size: 16, compat: Compat::Rgb, skip_bad: false, overwrite: false, rows_per_unit: 256, shard: (0, 1), run_id: None }
+    }
+}
+
+/// What one scoring call did, for reports.
 pub struct ScoreSummary {
-    pub out_dir: PathBuf,
+    pub out: Location,
+    pub run_id: String,
+    /// Rows written by this call (scored and skipped images).
     pub images: usize,
+    pub units_scored: usize,
+    /// Units of this worker that were already committed and left alone.
+    pub units_already_done: usize,
+    /// Whether every unit of the run is committed (the run manifest exists).
+    pub run_complete: bool,
     pub skipped: Vec<(String, String)>,
-    /// `(pred_score, is_defect)` of every scored image.
+    /// `(pred_score, is_defect)` of every labelled image scored by this call.
     pub image_scores: Vec<(f64, bool)>,
-    /// The pixel statistics of every scored image, summed.
+    /// The pixel statistics of every labelled image scored by this call, summed.
     pub pixel_stats: ImageStats,
 }
 
@@ -49,8 +99,8 @@ pub struct SplitMetrics {
 }
 
 impl ScoreSummary {
-    /// The metrics of what was scored, from the exact reference functions; undefined (a split
-    /// without anomalous or without normal images or pixels) is an error saying which.
+    /// The metrics of what this call scored, from the exact reference functions; undefined (a
+    /// split without anomalous or without normal images or pixels) is an error saying which.
     pub fn metrics(&self) -> Result<SplitMetrics, MetricError> {
         let (scores, labels): (Vec<f64>, Vec<bool>) = self.image_scores.iter().copied().unzip();
         Ok(SplitMetrics {
@@ -61,27 +111,39 @@ impl ScoreSummary {
     }
 }
 
-/// A decoded test image with its mask at the map size, or why it could not be.
-struct Prepared {
-    sample: Sample,
-    input: Result<(Vec<f32>, Vec<bool>), String>,
+/// The work of a run, written once by the first worker; every worker checks it agrees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunPlan {
+    pub run_id: String,
+    pub category: String,
+    pub model_version: String,
+    pub dataset: String,
+    pub map_size: i64,
+    /// Unit names in order, with their image counts.
+    pub units: Vec<(String, usize)>,
 }
 
-fn prepare(sample: &Sample, size: u32, map_size: u32, compat: Compat) -> Prepared {
-    let input = (|| -> Result<(Vec<f32>, Vec<bool>)> {
-        let bytes = std::fs::read(&sample.image).with_context(|| format!("cannot read {}", sample.image.display()))?;
-        let input = model_input(&bytes, &sample.image.display().to_string(), size, compat, Role::Test)?;
-        let gt = match &sample.mask {
-            Some(path) => {
-                let bytes = std::fs::read(path).with_context(|| format!("cannot read mask {}", path.display()))?;
-                mask(&bytes, &path.display().to_string(), map_size)?
-            }
-            None => vec![false; (map_size * map_size) as usize],
-        };
-        Ok((input, gt))
-    })()
-    .map_err(|e| format!("{e:#}"));
-    Prepared { sample: sample.clone(), input }
+/// A unit's commit record: its files exist and are complete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnitRecord {
+    pub unit: String,
+    pub category: String,
+    pub images: usize,
+    pub skipped: usize,
+    /// Relative to the output root, one per table.
+    pub files: BTreeMap<String, String>,
+    pub seconds: f64,
+}
+
+/// The manifest of one category of a run, written last.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunManifest {
+    pub plan: RunPlan,
+    pub images: usize,
+    pub skipped: usize,
+    pub files: Vec<String>,
+    pub promptad_version: String,
+    pub completed_unix: u64,
 }
 
 pub fn detector<'a>(artifact: &Artifact, clip: &'a Clip, detect: DetectConfig) -> Detector<'a> {
@@ -96,117 +158,351 @@ pub fn detector<'a>(artifact: &Artifact, clip: &'a Clip, detect: DetectConfig) -
     }
 }
 
-/// Scores the test split of `category` under `dataset_root`, writing one Hive-partitioned file per
-/// table: `<out_dir>/{scores,maps,metric_stats}/category=<category>/part-00000.parquet`.
+/// The output file of `table` for one unit: `<table>/run=<id>/category=<c>/part-<unit>.parquet`.
+///
+/// ```
+/// assert_eq!(promptad::pipeline::score::table_file("scores", "r1", "bottle", "test-00002"),
+///            "scores/run=r1/category=bottle/part-test-00002.parquet");
+/// ```
+pub fn table_file(table: &str, run_id: &str, category: &str, unit: &str) -> String {
+    format!("{table}/run={run_id}/category={category}/part-{unit}.parquet")
+}
+
+/// The bookkeeping folder of one category of a run.
+fn run_dir(run_id: &str, category: &str) -> String {
+    format!("{RUNS_DIR}/run={run_id}/category={category}")
+}
+
+fn unit_record_file(run_id: &str, category: &str, unit: &str) -> String {
+    format!("{}/units/{unit}.json", run_dir(run_id, category))
+}
+
+/// The default run id: a digest of everything that determines the outputs.
+fn derived_run_id(plan_inputs: &serde_json::Value) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(plan_inputs.to_string().as_bytes()))[..12].to_string()
+}
+
+/// The contiguous range of `n` units that worker `index` of `count` owns.
+pub fn worker_range(n: usize, (index, count): (usize, usize)) -> std::ops::Range<usize> {
+    index * n / count..(index + 1) * n / count
+}
+
+/// A decoded image with its mask at the map size, or why it could not be.
+struct Prepared {
+    record: ImageRecord,
+    input: Result<(Vec<f32>, Option<Vec<bool>>), String>,
+}
+
+fn prepare(record: ImageRecord, size: u32, map_size: u32, compat: Compat) -> Prepared {
+    let input = (|| -> Result<(Vec<f32>, Option<Vec<bool>>)> {
+        let input = model_input(&record.image, &record.origin, size, compat, Role::Test)?;
+        let gt = match (&record.mask, record.gt_label) {
+            (Some(bytes), _) => Some(mask(bytes, &format!("{} (mask)", record.origin), map_size)?),
+            (None, Some(1)) => bail!("{}: defect image {} has no mask", record.origin, record.image_id),
+            (None, Some(_)) => Some(vec![false; (map_size * map_size) as usize]),
+            (None, None) => None,
+        };
+        Ok((input, gt))
+    })()
+    .map_err(|e| format!("{e:#}"));
+    Prepared { record, input }
+}
+
+enum Message {
+    Batch(Vec<Prepared>),
+    UnitEnd,
+    Failed(anyhow::Error),
+}
+
+/// Scores `category` of `dataset` into the run under `out`; see the module documentation.
+/// `on_images(n)` reports progress.
+#[allow(clippy::too_many_arguments)]
 pub fn score_category(
     artifact: &Artifact,
     clip: &Clip,
     detect: DetectConfig,
-    dataset_root: &Path,
+    dataset: &Dataset,
     category: &str,
-    out_dir: &Path,
+    out: &Location,
     options: &ScoreOptions,
-    mut on_batch: impl FnMut(usize),
+    mut on_images: impl FnMut(usize),
 ) -> Result<ScoreSummary> {
-    let folder = scan_category(dataset_root, category)?;
-    let outputs = ["scores", "maps", "metric_stats"].map(|table| table_file(out_dir, table, category));
-    if !options.overwrite {
-        if let Some(existing) = outputs.iter().find(|p| p.exists()) {
-            bail!("{} already exists; pass --overwrite to score again", existing.display());
-        }
+    let (index, count) = options.shard;
+    if count == 0 || index >= count {
+        bail!("--shard-index {index} is not below --shard-count {count}");
     }
+    out.check_reachable()?;
+    let units = dataset.test_units(category, options.rows_per_unit)?;
+    let version = artifact.manifest.version.clone();
+    let inputs = serde_json::json!({
+        "dataset": dataset.location().url(), "map_size": detect.map_size, "guidance": detect.guidance,
+        "compat": options.compat, "rows_per_unit": options.rows_per_unit,
+    });
+    let run_id = options.run_id.clone().unwrap_or_else(|| derived_run_id(&inputs));
+    check_run_id(&run_id)?;
+    let plan = RunPlan {
+        run_id: run_id.clone(),
+        category: category.into(),
+        model_version: version.clone(),
+        dataset: dataset.location().url().into(),
+        map_size: detect.map_size,
+        units: units.iter().map(|u| (u.name.clone(), u.images)).collect(),
+    };
+    publish_plan(out, &plan, options.overwrite)?;
+
+    let mine: Vec<WorkUnit> = units[worker_range(units.len(), options.shard)].to_vec();
+    let mut todo = Vec::new();
+    for unit in &mine {
+        let record = unit_record_file(&run_id, category, &unit.name);
+        if options.overwrite {
+            out.delete(&record)?;
+        } else if out.exists(&record)? {
+            continue;
+        }
+        todo.push(unit.clone());
+    }
+    tracing::info!(run = %run_id, category, units = units.len(), mine = mine.len(), todo = todo.len(), out = %out, "scoring");
+    let mut summary = ScoreSummary {
+        out: out.clone(),
+        run_id: run_id.clone(),
+        images: 0,
+        units_scored: 0,
+        units_already_done: mine.len() - todo.len(),
+        run_complete: false,
+        skipped: Vec::new(),
+        image_scores: Vec::new(),
+        pixel_stats: ImageStats::default(),
+    };
+    let mut pixel_sum = StatsSum::new();
     let size = clip.visual.image_size() as u32;
     let map_size = detect.map_size as u32;
-    let version = artifact.manifest.version.clone();
     let detector = detector(artifact, clip, detect);
-    let mut scores_out = AtomicParquetWriter::create(&outputs[0], scores_schema())?;
-    let mut maps_out = AtomicParquetWriter::create(&outputs[1], maps_schema(map_size as i32))?;
-    let mut stats_out = AtomicParquetWriter::create(&outputs[2], stats_schema())?;
-    let mut summary = ScoreSummary { out_dir: out_dir.to_path_buf(), images: 0, skipped: Vec::new(), image_scores: Vec::new(), pixel_stats: ImageStats::default() };
-    let mut pixel_sum = StatsSum::new();
 
-    let (sender, receiver) = mpsc::sync_channel::<Vec<Prepared>>(1);
-    let samples = folder.test.clone();
+    let (sender, receiver) = mpsc::sync_channel::<Message>(1);
     let batch_size = options.batch_size.max(1);
     let compat = options.compat;
+    let reader_dataset = dataset.clone();
+    let reader_units = todo.clone();
     let producer = std::thread::spawn(move || {
-        for chunk in samples.chunks(batch_size) {
-            let prepared: Vec<Prepared> = chunk.par_iter().map(|s| prepare(s, size, map_size, compat)).collect();
-            if sender.send(prepared).is_err() {
-                break;
+        for unit in &reader_units {
+            let batches = match reader_dataset.read_unit(unit, batch_size) {
+                Ok(b) => b,
+                Err(e) => return drop(sender.send(Message::Failed(e))),
+            };
+            for batch in batches {
+                let message = match batch {
+                    Ok(records) => Message::Batch(records.into_par_iter().map(|r| prepare(r, size, map_size, compat)).collect()),
+                    Err(e) => Message::Failed(e),
+                };
+                let failed = matches!(message, Message::Failed(_));
+                if sender.send(message).is_err() || failed {
+                    return;
+                }
+            }
+            if sender.send(Message::UnitEnd).is_err() {
+                return;
             }
         }
     });
-    for batch in receiver {
-        let mut rows = Vec::with_capacity(batch.len());
-        let mut good: Vec<(Sample, Vec<f32>, Vec<bool>)> = Vec::new();
-        for item in batch {
-            match item.input {
-                Ok((input, gt)) => good.push((item.sample, input, gt)),
-                Err(message) if options.skip_bad => {
-                    tracing::warn!(image = %item.sample.image.display(), error = %message, "skipped");
-                    summary.skipped.push((item.sample.id.clone(), message.clone()));
-                    rows.push(row(&item.sample, None, &version, Some(message)));
+
+    let mut messages = receiver.into_iter();
+    for unit in &todo {
+        let started = Instant::now();
+        let files: BTreeMap<String, String> = TABLES.iter().map(|t| (t.to_string(), table_file(t, &run_id, category, &unit.name))).collect();
+        let mut maps_out = AtomicParquetWriter::create(out, &files["maps"], maps_schema(map_size as i32))?;
+        let mut stats_out = AtomicParquetWriter::create(out, &files["metric_stats"], stats_schema())?;
+        let mut scores_out = AtomicParquetWriter::create(out, &files["scores"], scores_schema())?;
+        let (mut images, mut skipped) = (0, 0);
+        loop {
+            let batch = match messages.next() {
+                Some(Message::Batch(batch)) => batch,
+                Some(Message::UnitEnd) => break,
+                Some(Message::Failed(e)) => return Err(e.context(format!("scoring unit {} of {category}", unit.name))),
+                None => {
+                    join(producer)?;
+                    bail!("the image reader stopped before unit {} of {category} was read", unit.name);
                 }
-                Err(message) => bail!("{message} (pass --skip-bad to record it and go on)"),
+            };
+            let mut rows = Vec::with_capacity(batch.len());
+            let mut good: Vec<(ImageRecord, Vec<f32>, Option<Vec<bool>>)> = Vec::new();
+            for item in batch {
+                match item.input {
+                    Ok((input, gt)) => good.push((item.record, input, gt)),
+                    Err(message) if options.skip_bad => {
+                        tracing::warn!(image = %item.record.origin, error = %message, "skipped");
+                        summary.skipped.push((item.record.image_id.clone(), message.clone()));
+                        rows.push(row(&run_id, &item.record, None, &version, Some(message)));
+                        skipped += 1;
+                    }
+                    Err(message) => bail!("{message} (pass --skip-bad to record it and go on)"),
+                }
             }
-        }
-        if !good.is_empty() {
-            let flat: Vec<f32> = good.iter().flat_map(|(_, input, _)| input.iter().copied()).collect();
-            let images = Tensor::from_slice(&flat).view([good.len() as i64, 3, size as i64, size as i64]);
-            let detection = detector.detect(&images)?;
-            let image_score: Vec<f64> = Vec::try_from(detection.image_score.to_device(Device::Cpu).to_kind(Kind::Double))?;
-            let text_score: Vec<f64> = Vec::try_from(detection.text_score.to_device(Device::Cpu).to_kind(Kind::Double))?;
-            let visual_max: Vec<f64> = Vec::try_from(detection.visual_max.to_device(Device::Cpu).to_kind(Kind::Double))?;
-            let maps = detection.map.to_device(Device::Cpu).to_kind(Kind::Float);
-            let (mut ids, mut quantized, mut stats, mut categories) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for (i, (sample, _, gt)) in good.iter().enumerate() {
-                let map: Vec<f32> = Vec::try_from(maps.get(i as i64).flatten(0, -1))?;
-                let q: Vec<u16> = map.iter().map(|&v| quantize(v as f64)).collect();
-                let max_pixel = map.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-                let s = ImageStats::from_map(&q, gt, map_size as usize, map_size as usize)?;
-                pixel_sum.add(&s)?;
-                summary.image_scores.push((image_score[i], sample.label() == 1));
-                rows.push(row(sample, Some([image_score[i], text_score[i], visual_max[i], max_pixel]), &version, None));
-                ids.push(sample.id.clone());
-                categories.push(sample.category.clone());
-                quantized.push(q);
-                stats.push(s);
+            if !good.is_empty() {
+                let flat: Vec<f32> = good.iter().flat_map(|(_, input, _)| input.iter().copied()).collect();
+                let batch = Tensor::from_slice(&flat).view([good.len() as i64, 3, size as i64, size as i64]);
+                let detection = detector.detect(&batch)?;
+                let to_vec = |t: &Tensor| -> Result<Vec<f64>> { Ok(Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Double))?) };
+                let (image_score, text_score, visual_max) = (to_vec(&detection.image_score)?, to_vec(&detection.text_score)?, to_vec(&detection.visual_max)?);
+                let maps = detection.map.to_device(Device::Cpu).to_kind(Kind::Float);
+                let (mut ids, mut categories, mut quantized) = (Vec::new(), Vec::new(), Vec::new());
+                let (mut stat_ids, mut stat_categories, mut stats) = (Vec::new(), Vec::new(), Vec::new());
+                for (i, (record, _, gt)) in good.iter().enumerate() {
+                    let map: Vec<f32> = Vec::try_from(maps.get(i as i64).flatten(0, -1))?;
+                    let q: Vec<u16> = map.iter().map(|&v| quantize(v as f64)).collect();
+                    let max_pixel = map.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                    // Unlabelled images have no ground truth, hence no metric statistics.
+                    if let (Some(gt), Some(label)) = (gt, record.gt_label) {
+                        let s = ImageStats::from_map(&q, gt, map_size as usize, map_size as usize)?;
+                        pixel_sum.add(&s)?;
+                        summary.image_scores.push((image_score[i], label == 1));
+                        stat_ids.push(record.image_id.clone());
+                        stat_categories.push(record.category.clone());
+                        stats.push(s);
+                    }
+                    rows.push(row(&run_id, record, Some([image_score[i], text_score[i], visual_max[i], max_pixel]), &version, None));
+                    ids.push(record.image_id.clone());
+                    categories.push(record.category.clone());
+                    quantized.push(q);
+                }
+                maps_out.write(&maps_batch(map_size as i32, &RowKeys { run: &run_id, image_ids: &ids, categories: &categories }, &quantized)?)?;
+                if !stats.is_empty() {
+                    stats_out.write(&stats_batch(&RowKeys { run: &run_id, image_ids: &stat_ids, categories: &stat_categories }, &stats)?)?;
+                }
             }
-            maps_out.write(&maps_batch(map_size as i32, &ids, &quantized)?)?;
-            stats_out.write(&stats_batch(&ids, &categories, &stats)?)?;
+            images += rows.len();
+            scores_out.write(&scores_batch(&rows)?)?;
+            on_images(rows.len());
         }
-        summary.images += rows.len();
-        scores_out.write(&scores_batch(&rows)?)?;
-        on_batch(rows.len());
+        maps_out.finish()?;
+        stats_out.finish()?;
+        scores_out.finish()?;
+        let record = UnitRecord { unit: unit.name.clone(), category: category.into(), images, skipped, files, seconds: started.elapsed().as_secs_f64() };
+        // The commit: from here on the unit's files are part of the run.
+        out.put(&unit_record_file(&run_id, category, &unit.name), Bytes::from(serde_json::to_vec_pretty(&record)?))?;
+        tracing::info!(run = %run_id, category, unit = %unit.name, images, skipped, seconds = record.seconds, "unit committed");
+        summary.images += images;
+        summary.units_scored += 1;
     }
-    producer.join().map_err(|_| anyhow::anyhow!("the image decoding thread panicked"))?;
-    // Scores last: a complete scores.parquet means the category is done.
-    maps_out.finish()?;
-    stats_out.finish()?;
-    scores_out.finish()?;
+    join(producer)?;
     summary.pixel_stats = pixel_sum.finish()?;
+    summary.run_complete = publish_manifest_if_complete(out, &plan, options.overwrite)?;
     Ok(summary)
 }
 
-/// The file of `table` for `category`: `<out_dir>/<table>/category=<category>/part-00000.parquet`.
-///
-/// ```
-/// let p = promptad::pipeline::score::table_file(std::path::Path::new("out"), "scores", "bottle");
-/// assert_eq!(p, std::path::Path::new("out/scores/category=bottle/part-00000.parquet"));
-/// ```
-pub fn table_file(out_dir: &Path, table: &str, category: &str) -> PathBuf {
-    out_dir.join(table).join(format!("category={category}")).join("part-00000.parquet")
+fn join(producer: std::thread::JoinHandle<()>) -> Result<()> {
+    producer.join().map_err(|_| anyhow!("the image reading thread panicked"))
 }
 
-fn row(sample: &Sample, scores: Option<[f64; 4]>, version: &str, error: Option<String>) -> ScoreRow {
+fn check_run_id(run_id: &str) -> Result<()> {
+    if run_id.is_empty() || !run_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        bail!("run id {run_id:?}: use letters, digits, '-', '_' and '.' only");
+    }
+    Ok(())
+}
+
+/// Writes the plan if the run has none; an existing plan must agree, else the run id is being
+/// reused for different work.
+fn publish_plan(out: &Location, plan: &RunPlan, overwrite: bool) -> Result<()> {
+    let rel = format!("{}/plan.json", run_dir(&plan.run_id, &plan.category));
+    let bytes = Bytes::from(serde_json::to_vec_pretty(plan)?);
+    if overwrite {
+        // A replaced run is incomplete until every unit is committed again.
+        out.delete(&format!("{}/manifest.json", run_dir(&plan.run_id, &plan.category)))?;
+        out.put(&rel, bytes)?;
+        return Ok(());
+    }
+    if !out.put_if_absent(&rel, bytes)? {
+        let existing: RunPlan = serde_json::from_slice(&out.get(&rel)?).map_err(|e| anyhow!("{}: {e}", out.url_of(&rel)))?;
+        if existing != *plan {
+            bail!(
+                "run {} of {} in {out} was started with different work (model {}, data {}, {} units; now model {}, {} units); \
+                 choose another --run-id (e.g. the date), or pass --overwrite to replace it",
+                plan.run_id, plan.category, existing.model_version, existing.dataset, existing.units.len(), plan.model_version, plan.units.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes the run manifest once every unit of the plan is committed; returns whether the run is
+/// complete.
+fn publish_manifest_if_complete(out: &Location, plan: &RunPlan, overwrite: bool) -> Result<bool> {
+    let mut images = 0;
+    let mut skipped = 0;
+    let mut files = Vec::new();
+    for (unit, _) in &plan.units {
+        let rel = unit_record_file(&plan.run_id, &plan.category, unit);
+        let Some(_) = out.head(&rel)? else { return Ok(false) };
+        let record: UnitRecord = serde_json::from_slice(&out.get(&rel)?).map_err(|e| anyhow!("{}: {e}", out.url_of(&rel)))?;
+        images += record.images;
+        skipped += record.skipped;
+        files.extend(record.files.into_values());
+    }
+    let manifest = RunManifest {
+        plan: plan.clone(),
+        images,
+        skipped,
+        files,
+        promptad_version: env!("CARGO_PKG_VERSION").into(),
+        completed_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    };
+    let rel = format!("{}/manifest.json", run_dir(&plan.run_id, &plan.category));
+    let bytes = Bytes::from(serde_json::to_vec_pretty(&manifest)?);
+    if overwrite {
+        out.put(&rel, bytes)?;
+    } else {
+        // Two workers finishing together: the first manifest stands (same content but the time).
+        out.put_if_absent(&rel, bytes)?;
+    }
+    Ok(true)
+}
+
+/// Every committed output file under `out`, per table (relative paths), and the run manifests
+/// found: complete runs from their manifest, runs in progress from their units' commit records.
+pub fn committed_files(out: &Location) -> Result<(BTreeMap<String, Vec<String>>, Vec<RunManifest>)> {
+    let mut files: BTreeMap<String, Vec<String>> = TABLES.iter().map(|t| (t.to_string(), Vec::new())).collect();
+    let mut manifests = Vec::new();
+    let mut add = |file: String| {
+        if let Some(table) = file.split('/').next() {
+            if let Some(list) = files.get_mut(table) {
+                list.push(file);
+            }
+        }
+    };
+    for run in out.list_dirs(RUNS_DIR)? {
+        for category in out.list_dirs(&format!("{RUNS_DIR}/{run}"))? {
+            let dir = format!("{RUNS_DIR}/{run}/{category}");
+            let manifest_file = format!("{dir}/manifest.json");
+            if out.exists(&manifest_file)? {
+                let manifest: RunManifest = serde_json::from_slice(&out.get(&manifest_file)?).map_err(|e| anyhow!("{}: {e}", out.url_of(&manifest_file)))?;
+                manifest.files.iter().cloned().for_each(&mut add);
+                manifests.push(manifest);
+                continue;
+            }
+            for object in out.list(&format!("{dir}/units"))? {
+                let rel = out.relative(&object.location);
+                let record: UnitRecord = serde_json::from_slice(&out.get(&rel)?).map_err(|e| anyhow!("{}: {e}", out.url_of(&rel)))?;
+                record.files.into_values().for_each(&mut add);
+            }
+        }
+    }
+    for list in files.values_mut() {
+        list.sort();
+        list.dedup();
+    }
+    Ok((files, manifests))
+}
+
+fn row(run: &str, record: &ImageRecord, scores: Option<[f64; 4]>, version: &str, error: Option<String>) -> ScoreRow {
     ScoreRow {
-        image_id: sample.id.clone(),
-        category: sample.category.clone(),
-        split: "test".into(),
-        defect_type: sample.defect_type.clone(),
-        gt_label: sample.label() as i8,
-        image_path: sample.image.display().to_string(),
+        run: run.to_string(),
+        image_id: record.image_id.clone(),
+        category: record.category.clone(),
+        split: record.split.clone(),
+        defect_type: record.defect_type.clone(),
+        gt_label: record.gt_label,
+        image_path: record.source_uri.clone(),
         pred_score: scores.map(|s| s[0]),
         text_score: scores.map(|s| s[1]),
         visual_max: scores.map(|s| s[2]),

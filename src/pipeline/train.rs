@@ -1,24 +1,26 @@
 //! Training one category: shots → memory → image-level and pixel-level prompts → artifact.
 
-use std::path::{Path, PathBuf};
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::artifact::{Artifact, Backbone, HeadRecord, Manifest, FORMAT_VERSION};
 use crate::clip::Clip;
-use crate::data::folder::{scan_category, select_shots, Sample};
+use crate::data::dataset::Dataset;
+use crate::data::folder::select_shots;
+use crate::data::shard::ImageRecord;
 use crate::data::prepare::{model_input, Compat, Role};
 use crate::detect::DetectConfig;
 use crate::prompt::categories::Catalog;
 use crate::prompt::learner::{PromptConfig, PromptLearner};
 use crate::prompt::train::{text_prototypes, train, Head, TrainConfig};
+use crate::store::Location;
 
 /// Everything a training run needs besides the backbone.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainJob {
-    pub dataset_root: PathBuf,
+    /// The dataset's URL: folders (MVTec AD / VisA layout) or image shards, on any store.
+    pub dataset: String,
     pub category: String,
     /// Display name for a category that is not built in.
     pub category_name: Option<String>,
@@ -35,35 +37,29 @@ pub struct TrainJob {
 }
 
 /// Shot images as a `[k, 3, S, S]` batch; a shot that does not decode is an error naming it.
-pub fn load_batch(samples: &[Sample], size: u32, compat: Compat, role: Role) -> Result<Tensor> {
+pub fn load_batch(records: &[ImageRecord], size: u32, compat: Compat, role: Role) -> Result<Tensor> {
     use rayon::prelude::*;
-    let inputs: Vec<Vec<f32>> = samples
-        .par_iter()
-        .map(|s| {
-            let bytes = std::fs::read(&s.image).with_context(|| format!("cannot read {}", s.image.display()))?;
-            Ok(model_input(&bytes, &s.image.display().to_string(), size, compat, role)?)
-        })
-        .collect::<Result<_>>()?;
+    let inputs: Vec<Vec<f32>> = records.par_iter().map(|r| Ok(model_input(&r.image, &r.origin, size, compat, role)?)).collect::<Result<_>>()?;
     let flat: Vec<f32> = inputs.concat();
-    Ok(Tensor::from_slice(&flat).view([samples.len() as i64, 3, size as i64, size as i64]))
+    Ok(Tensor::from_slice(&flat).view([records.len() as i64, 3, size as i64, size as i64]))
 }
 
-/// Trains both heads and writes the artifact to `out_dir`. `on_step(head, step, loss)` reports
+/// Trains both heads and writes the artifact to `out` (any store). `on_step(head, step, loss)` reports
 /// progress.
 pub fn train_category(
     job: &TrainJob,
     clip: &Clip,
     backbone: Backbone,
-    out_dir: &Path,
+    out: &Location,
     overwrite: bool,
     mut on_step: impl FnMut(Head, usize, f64),
 ) -> Result<Manifest> {
     let category = Catalog::builtin().resolve(&job.category, job.category_name.as_deref(), job.anomaly_suffixes.as_deref())?;
-    let folder = scan_category(&job.dataset_root, &job.category)?;
-    let shots = select_shots(&folder.train_good, job.k, job.seed, job.shots.as_deref())?;
+    let dataset = Dataset::open(&job.dataset)?;
+    let shots = select_shots(&dataset.train_good(&job.category)?, job.k, job.seed, job.shots.as_deref())?;
     tracing::info!(category = %job.category, k = shots.len(), shots = ?shots.iter().map(|s| &s.id).collect::<Vec<_>>(), "shots chosen");
     let size = clip.visual.image_size() as u32;
-    let images = load_batch(&shots, size, Compat::Rgb, Role::Shot)?.to_device(clip.device);
+    let images = load_batch(&dataset.load(&shots)?, size, Compat::Rgb, Role::Shot)?.to_device(clip.device);
     let features = tch::no_grad(|| clip.visual.forward_vv(&images, &job.detect.taps))?.normalized().to_kind(Kind::Float);
 
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
@@ -103,7 +99,7 @@ pub fn train_category(
         created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         backbone,
         category,
-        dataset_root: job.dataset_root.display().to_string(),
+        dataset_root: dataset.location().url().to_string(),
         k: shots.len(),
         seed: job.seed,
         shots: shots.iter().map(|s| s.id.clone()).collect(),
@@ -113,5 +109,5 @@ pub fn train_category(
         detect: job.detect.clone(),
         version: String::new(),
     };
-    Artifact::write(out_dir, manifest, &tensors, overwrite)
+    Artifact::write(out, manifest, &tensors, overwrite)
 }

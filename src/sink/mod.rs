@@ -1,9 +1,11 @@
 //! Parquet writers for the scoring outputs: per-image scores, anomaly maps and metric statistics.
-//! Each file appears atomically: written under a temporary name in its folder, renamed on finish;
-//! a writer dropped before `finish` leaves nothing behind.
+//! The column layouts are published in `schemas/` (a test checks every writer against them).
+//!
+//! A file is written to a local staging file (so memory does not grow with it) and published on
+//! `finish` with one atomic store write ([`Location::upload_file`]): readers see the whole file or
+//! nothing, and a writer dropped or killed before `finish` publishes nothing.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -14,49 +16,63 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::metrics::stats::ImageStats;
+use crate::store::Location;
 
-/// One Parquet file being written.
+/// One Parquet file being written to `<location>/<rel>`.
 pub struct AtomicParquetWriter {
     tmp: tempfile::NamedTempFile,
     writer: ArrowWriter<File>,
-    path: PathBuf,
+    location: Location,
+    rel: String,
     rows: usize,
 }
 
 impl AtomicParquetWriter {
-    pub fn create(path: &Path, schema: SchemaRef) -> Result<Self> {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let tmp = tempfile::Builder::new().prefix(".partial-").suffix(".parquet").tempfile_in(dir)?;
-        let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build();
+    pub fn create(location: &Location, rel: &str, schema: SchemaRef) -> Result<Self> {
+        Self::with_properties(location, rel, schema, WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build())
+    }
+
+    pub fn with_properties(location: &Location, rel: &str, schema: SchemaRef, props: WriterProperties) -> Result<Self> {
+        let tmp = staging_file()?;
         let writer = ArrowWriter::try_new(tmp.reopen()?, schema, Some(props))?;
-        Ok(Self { tmp, writer, path: path.to_path_buf(), rows: 0 })
+        Ok(Self { tmp, writer, location: location.clone(), rel: rel.to_string(), rows: 0 })
     }
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.rows += batch.num_rows();
-        self.writer.write(batch).with_context(|| format!("writing {}", self.path.display()))?;
+        self.writer.write(batch).with_context(|| format!("writing {}", self.location.url_of(&self.rel)))?;
         // One row group per batch keeps memory flat for large maps.
         self.writer.flush()?;
         Ok(())
     }
 
-    /// Closes the file and moves it into place; returns the rows written.
+    /// Closes the file and publishes it; returns the rows written.
     pub fn finish(self) -> Result<usize> {
-        self.writer.close().with_context(|| format!("closing {}", self.path.display()))?;
-        self.tmp.persist(&self.path).with_context(|| format!("cannot move {} into place", self.path.display()))?;
+        self.writer.close().with_context(|| format!("closing {}", self.location.url_of(&self.rel)))?;
+        self.location.upload_file(&self.rel, self.tmp.path())?;
         Ok(self.rows)
     }
+}
+
+/// A local staging file, in `PROMPTAD_STAGING_DIR` if set (a volume with room in a pod), else
+/// the system's temporary folder; removed when dropped.
+pub fn staging_file() -> Result<tempfile::NamedTempFile> {
+    let dir = std::env::var_os("PROMPTAD_STAGING_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the staging folder {}", dir.display()))?;
+    tempfile::Builder::new().prefix(".promptad-").suffix(".parquet").tempfile_in(&dir).with_context(|| format!("cannot create a staging file in {}", dir.display()))
 }
 
 /// One scored image.
 #[derive(Debug, Clone)]
 pub struct ScoreRow {
+    pub run: String,
     pub image_id: String,
     pub category: String,
     pub split: String,
-    pub defect_type: String,
-    pub gt_label: i8,
+    /// `good`, the defect type, or null for an unlabelled archive image.
+    pub defect_type: Option<String>,
+    /// 1 = defect, 0 = good, null = unknown (an unlabelled archive image).
+    pub gt_label: Option<i8>,
     pub image_path: String,
     /// The fused image score (`pred_score`, anomalib's name); null for a skipped image.
     pub pred_score: Option<f64>,
@@ -70,11 +86,12 @@ pub struct ScoreRow {
 
 pub fn scores_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
+        Field::new("run", DataType::Utf8, false),
         Field::new("image_id", DataType::Utf8, false),
         Field::new("category", DataType::Utf8, false),
         Field::new("split", DataType::Utf8, false),
-        Field::new("defect_type", DataType::Utf8, false),
-        Field::new("gt_label", DataType::Int8, false),
+        Field::new("defect_type", DataType::Utf8, true),
+        Field::new("gt_label", DataType::Int8, true),
         Field::new("image_path", DataType::Utf8, false),
         Field::new("pred_score", DataType::Float64, true),
         Field::new("text_score", DataType::Float64, true),
@@ -91,11 +108,12 @@ pub fn scores_batch(rows: &[ScoreRow]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(
         scores_schema(),
         vec![
+            text(|r| &r.run),
             text(|r| &r.image_id),
             text(|r| &r.category),
             text(|r| &r.split),
-            text(|r| &r.defect_type),
-            Arc::new(Int8Array::from_iter_values(rows.iter().map(|r| r.gt_label))),
+            Arc::new(StringArray::from_iter(rows.iter().map(|r| r.defect_type.as_deref()))),
+            Arc::new(Int8Array::from_iter(rows.iter().map(|r| r.gt_label))),
             text(|r| &r.image_path),
             float(|r| r.pred_score),
             float(|r| r.text_score),
@@ -111,32 +129,49 @@ pub fn scores_batch(rows: &[ScoreRow]) -> Result<RecordBatch> {
 /// row-major.
 pub fn maps_schema(size: i32) -> SchemaRef {
     Arc::new(Schema::new(vec![
+        Field::new("run", DataType::Utf8, false),
         Field::new("image_id", DataType::Utf8, false),
+        Field::new("category", DataType::Utf8, false),
         Field::new("anomaly_map", DataType::FixedSizeList(Arc::new(Field::new("item", DataType::UInt16, false)), size * size), false),
     ]))
 }
 
-pub fn maps_batch(size: i32, ids: &[String], maps: &[Vec<u16>]) -> Result<RecordBatch> {
+/// The identity columns every output row starts with.
+pub struct RowKeys<'a> {
+    pub run: &'a str,
+    pub image_ids: &'a [String],
+    pub categories: &'a [String],
+}
+
+impl RowKeys<'_> {
+    fn columns(&self) -> [ArrayRef; 3] {
+        [
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(self.run, self.image_ids.len()))),
+            Arc::new(StringArray::from_iter_values(self.image_ids)),
+            Arc::new(StringArray::from_iter_values(self.categories)),
+        ]
+    }
+}
+
+pub fn maps_batch(size: i32, keys: &RowKeys, maps: &[Vec<u16>]) -> Result<RecordBatch> {
     let values = UInt16Array::from_iter_values(maps.iter().flatten().copied());
     let list = FixedSizeListArray::try_new(Arc::new(Field::new("item", DataType::UInt16, false)), size * size, Arc::new(values), None)?;
-    Ok(RecordBatch::try_new(maps_schema(size), vec![Arc::new(StringArray::from_iter_values(ids)), Arc::new(list)])?)
+    let mut columns = keys.columns().to_vec();
+    columns.push(Arc::new(list));
+    Ok(RecordBatch::try_new(maps_schema(size), columns)?)
 }
 
 pub fn stats_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
+        Field::new("run", DataType::Utf8, false),
         Field::new("image_id", DataType::Utf8, false),
         Field::new("category", DataType::Utf8, false),
         crate::metrics::stats_arrow::stats_schema_field(),
     ]))
 }
 
-pub fn stats_batch(ids: &[String], categories: &[String], stats: &[ImageStats]) -> Result<RecordBatch> {
-    Ok(RecordBatch::try_new(
-        stats_schema(),
-        vec![
-            Arc::new(StringArray::from_iter_values(ids)),
-            Arc::new(StringArray::from_iter_values(categories)),
-            crate::metrics::stats_arrow::to_arrow(stats),
-        ],
-    )?)
+pub fn stats_batch(keys: &RowKeys, stats: &[ImageStats]) -> Result<RecordBatch> {
+    let mut columns = keys.columns().to_vec();
+    columns.push(crate::metrics::stats_arrow::to_arrow(stats));
+    Ok(RecordBatch::try_new(stats_schema(), columns)?)
 }

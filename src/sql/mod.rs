@@ -1,32 +1,28 @@
-//! SQL over a scored run: the run's tables in a DataFusion session with the metric functions,
-//! and the canned evaluation query (`promptad eval`).
+//! SQL over scored runs: the tables of an output location in a DataFusion session with the metric
+//! functions, and the canned evaluation query (`promptad eval`).
 //!
-//! [`session`] registers the three Hive-partitioned tables that `promptad score` writes under a run
-//! directory (see [`crate::pipeline::score::table_file`]):
+//! [`session`] registers the three tables that `promptad score` writes under an output location
+//! (see [`crate::pipeline::score`]), on any store (`s3://`, `file://`, a path):
 //!
 //! | table          | columns                                                                   |
 //! |----------------|---------------------------------------------------------------------------|
-//! | `scores`       | image_id, split, defect_type, gt_label, image_path, pred_score, text_score, visual_max, max_pixel_score, model_version, error, category |
-//! | `maps`         | image_id, anomaly_map (FixedSizeList<UInt16>, the quantised map), category |
-//! | `metric_stats` | image_id, stats (per-image [`crate::metrics::ImageStats`]), category      |
+//! | `scores`       | run, image_id, category, split, defect_type, gt_label, image_path, pred_score, text_score, visual_max, max_pixel_score, model_version, error |
+//! | `maps`         | run, image_id, category, anomaly_map (FixedSizeList<UInt16>, the quantised map) |
+//! | `metric_stats` | run, image_id, category, stats (per-image [`crate::metrics::ImageStats`]) |
 //!
-//! `category` is the Hive partition key (`<table>/category=<c>/part-*.parquet`). The `scores` and
-//! `metric_stats` files also hold it as a column; each table is registered with the file schema
-//! *without* that column plus the partition column, so `category` appears once and comes from the
-//! path (the Parquet reader reads columns by name and skips the copy in the file). Only files named
-//! `part-*.parquet` are read: the `.partial-*.parquet` files of a scoring in progress are not.
+//! (`schemas/` documents each.) A table holds exactly the *committed* files
+//! ([`crate::pipeline::score::committed_files`]): a unit being written or abandoned by a killed
+//! worker is not read, even though its Hive-style folders `<table>/run=<id>/category=<c>/` exist.
+//! [`RunSelection`] narrows the session to one run (what `promptad eval` does) or keeps all.
 //!
 //! The metric aggregates of [`crate::metrics`] are registered too: `image_auroc(score, label)`,
 //! `image_aupr(score, label)`, `pixel_auroc(stats)`, `pixel_aupro(stats [, fpr_limit])`.
 //!
 //! [`eval`] runs [`EVAL_PER_CATEGORY_SQL`] (one row per category), then [`EVAL_MEAN_SQL`] over
 //! its result (the mean row), and returns both as one batch with the schema of [`EvalRow`].
-//!
-//! Only local run directories are supported: a path or a `file://` URL. `s3://` is not yet.
 
 mod output;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -35,20 +31,17 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, Schema};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use output::{write_batches, Format};
 
+use crate::pipeline::score::{committed_files, RunManifest};
+use crate::store::Location;
+
 /// The tables of a scored run, in the order they are registered.
 pub const TABLES: [&str; 3] = ["scores", "maps", "metric_stats"];
-
-/// The Hive partition column of every table.
-pub const PARTITION_COLUMN: &str = "category";
-
-/// Files of a table that are read (relative to `<table>/category=<c>/`); what `promptad score`
-/// writes is `part-00000.parquet`.
-const FILE_GLOB: &str = "part-*.parquet";
 
 /// Name under which [`EVAL_MEAN_SQL`] sees the result of [`EVAL_PER_CATEGORY_SQL`].
 pub const EVAL_PER_CATEGORY_TABLE: &str = "eval_per_category";
@@ -98,24 +91,89 @@ pub fn read_only() -> SQLOptions {
     SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
 }
 
-/// A session over the run at `run_dir` (a local path or a `file://` URL) with the default
-/// configuration; see [`session_with_config`].
-pub async fn session(run_dir: &Path) -> Result<SessionContext> {
-    session_with_config(run_dir, SessionConfig::new()).await
+/// Which runs of an output location a session reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunSelection {
+    /// Every committed file of every run (the `run` column tells them apart).
+    All,
+    /// One run by id.
+    One(String),
+    /// The most recently completed run; if no run is complete, the only run there is.
+    Latest,
 }
 
-/// A session over the run at `run_dir` with `config` (information_schema is switched on, so
-/// `SHOW TABLES` and `SHOW COLUMNS FROM scores` work): the tables [`TABLES`] and the metric
-/// functions registered. Errors name what is missing when `run_dir` is not a scored run.
-pub async fn session_with_config(run_dir: &Path, config: SessionConfig) -> Result<SessionContext> {
-    let dir = local_dir(run_dir)?;
-    check_run(&dir)?;
+/// A session over the output location `out` with the default configuration; see
+/// [`session_with_config`].
+pub async fn session(out: &Location, runs: RunSelection) -> Result<SessionContext> {
+    session_with_config(out, runs, SessionConfig::new()).await
+}
+
+/// A session over `out` with `config` (information_schema is switched on, so `SHOW TABLES` and
+/// `SHOW COLUMNS FROM scores` work): the tables [`TABLES`] and the metric functions registered.
+/// Errors name what is missing when `out` holds no scored run.
+pub async fn session_with_config(out: &Location, runs: RunSelection, config: SessionConfig) -> Result<SessionContext> {
+    let (out_for_listing, runs_for_listing) = (out.clone(), runs.clone());
+    // Listing the commit records is blocking store I/O.
+    let (files, run) = tokio::task::spawn_blocking(move || select_files(&out_for_listing, &runs_for_listing)).await??;
     let ctx = SessionContext::new_with_config(config.with_information_schema(true));
     crate::metrics::register_all(&ctx);
+    let store_url = ObjectStoreUrl::parse(store_root(out.url()))?;
+    ctx.runtime_env().register_object_store(store_url.as_ref(), out.store());
     for table in TABLES {
-        register_table(&ctx, &dir, table).await.with_context(|| format!("cannot register the `{table}` table of {}", dir.display()))?;
+        let urls = files[table].iter().map(|f| ListingTableUrl::parse(out.url_of(f))).collect::<datafusion::error::Result<Vec<_>>>()?;
+        register_table(&ctx, urls, table).await.with_context(|| format!("cannot register the `{table}` table of {out}"))?;
+    }
+    if let Some(run) = run {
+        tracing::debug!(run = %run, "session over one run");
     }
     Ok(ctx)
+}
+
+/// `s3://bucket` or `file://` of a store URL.
+fn store_root(url: &str) -> String {
+    match url.split_once("://") {
+        Some(("file", _)) => "file://".into(),
+        Some((scheme, rest)) => format!("{scheme}://{}", rest.split('/').next().unwrap_or_default()),
+        None => url.into(),
+    }
+}
+
+/// The committed files of the selected runs, per table, and the run chosen (if one).
+fn select_files(out: &Location, runs: &RunSelection) -> Result<(std::collections::BTreeMap<String, Vec<String>>, Option<String>)> {
+    if let Some(path) = out.local_path().filter(|p| !p.exists()) {
+        bail!("{} does not exist (expected the --out of `promptad score`)", path.display());
+    }
+    out.check_reachable()?;
+    let (mut files, manifests) = committed_files(out)?;
+    if files.values().all(Vec::is_empty) {
+        bail!("{out} holds no scored run (no committed units under _runs/); run `promptad score --out {out}` first");
+    }
+    let run_of = |file: &str| file.split('/').nth(1).and_then(|p| p.strip_prefix("run=")).map(str::to_string);
+    let mut all_runs: Vec<String> = files.values().flatten().filter_map(|f| run_of(f)).collect();
+    all_runs.sort();
+    all_runs.dedup();
+    let chosen = match runs {
+        RunSelection::All => None,
+        RunSelection::One(id) => {
+            if !all_runs.contains(id) {
+                bail!("run {id:?} has no committed output in {out}; runs there: [{}]", all_runs.join(", "));
+            }
+            Some(id.clone())
+        }
+        RunSelection::Latest => Some(latest_run(&manifests, &all_runs).ok_or_else(|| {
+            anyhow!("{out} holds several runs and none is complete; choose one with --run (runs: [{}])", all_runs.join(", "))
+        })?),
+    };
+    if let Some(run) = &chosen {
+        for list in files.values_mut() {
+            list.retain(|f| run_of(f).as_deref() == Some(run));
+        }
+    }
+    Ok((files, chosen))
+}
+
+fn latest_run(manifests: &[RunManifest], all_runs: &[String]) -> Option<String> {
+    manifests.iter().max_by_key(|m| (m.completed_unix, m.plan.run_id.clone())).map(|m| m.plan.run_id.clone()).or_else(|| (all_runs.len() == 1).then(|| all_runs[0].clone()))
 }
 
 /// Runs one read-only SQL statement and collects its result.
@@ -144,8 +202,10 @@ pub async fn eval(ctx: &SessionContext) -> Result<RecordBatch> {
     mean_ctx.register_batch(EVAL_PER_CATEGORY_TABLE, per_category.clone())?;
     let (_, mean) = query(&mean_ctx, EVAL_MEAN_SQL).await.context("evaluation query (mean)")?;
     let mean = concat_batches(&mean.first().map(|b| b.schema()).unwrap_or_else(|| schema.clone()), &mean)?;
-    // Same column types by construction; nullability is the per-category schema's
-    let mean = RecordBatch::try_new(schema.clone(), mean.columns().to_vec()).context("the mean row does not match the per-category rows")?;
+    // The literal 'mean' is Utf8 while a category read from Parquet may be Utf8View: the mean
+    // row takes the per-category row's types (and nullability).
+    let columns = mean.columns().iter().zip(schema.fields()).map(|(c, f)| arrow::compute::cast(c, f.data_type())).collect::<Result<Vec<_>, _>>()?;
+    let mean = RecordBatch::try_new(schema.clone(), columns).context("the mean row does not match the per-category rows")?;
     Ok(concat_batches(&schema, [&per_category, &mean])?)
 }
 
@@ -195,82 +255,14 @@ impl EvalRow {
     }
 }
 
-/// The local directory `run_dir` names: a path, or a `file://` URL (percent-decoded).
-pub fn local_dir(run_dir: &Path) -> Result<PathBuf> {
-    let text = run_dir.to_string_lossy();
-    let Some((scheme, _)) = text.split_once("://").filter(|(s, _)| is_scheme(s)) else {
-        return Ok(run_dir.to_path_buf());
-    };
-    match scheme.to_ascii_lowercase().as_str() {
-        "file" => {
-            let url = ListingTableUrl::parse(text.as_ref()).map_err(|e| anyhow!("{text}: not a valid file:// URL: {e}"))?;
-            Ok(PathBuf::from(format!("/{}", url.prefix().as_ref())))
-        }
-        "s3" | "s3a" => bail!("{text}: s3:// run directories are not supported yet; only a local path or a file:// URL (copy the run locally first)"),
-        other => bail!("{text}: unsupported URL scheme `{other}://`; only a local path or a file:// URL"),
+/// Registers the files `urls` as the listing table `table`, its schema read from the first file;
+/// a table without files is an error naming it.
+async fn register_table(ctx: &SessionContext, urls: Vec<ListingTableUrl>, table: &str) -> Result<()> {
+    if urls.is_empty() {
+        bail!("no committed `{table}` files (an interrupted run? re-run `promptad score`)");
     }
-}
-
-fn is_scheme(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic()) && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-}
-
-/// The data files of `table`: `<dir>/<table>/category=<c>/part-*.parquet`.
-fn table_files(dir: &Path, table: &str) -> Vec<PathBuf> {
-    let Ok(partitions) = std::fs::read_dir(dir.join(table)) else {
-        return Vec::new();
-    };
-    let mut files = Vec::new();
-    for partition in partitions.flatten() {
-        let name = partition.file_name();
-        if !name.to_string_lossy().starts_with("category=") {
-            continue;
-        }
-        for file in std::fs::read_dir(partition.path()).into_iter().flatten().flatten() {
-            let n = file.file_name().to_string_lossy().into_owned();
-            if n.starts_with("part-") && n.ends_with(".parquet") && file.path().is_file() {
-                files.push(file.path());
-            }
-        }
-    }
-    files
-}
-
-/// Checks that `dir` is a scored run: every table has at least one partition file.
-fn check_run(dir: &Path) -> Result<()> {
-    if !dir.exists() {
-        bail!("run directory {} does not exist", dir.display());
-    }
-    if !dir.is_dir() {
-        bail!("{} is not a directory (expected a run directory written by `promptad score`)", dir.display());
-    }
-    let text = dir.to_string_lossy();
-    if let Some(c) = text.chars().find(|c| "*?[".contains(*c)) {
-        bail!("{}: run directory paths containing `{c}` are not supported (it reads as a glob pattern)", dir.display());
-    }
-    let missing: Vec<String> =
-        TABLES.iter().filter(|t| table_files(dir, t).is_empty()).map(|t| format!("{t}/{PARTITION_COLUMN}=<category>/part-00000.parquet")).collect();
-    if !missing.is_empty() {
-        bail!("{} is not a scored run (written by `promptad score`): missing {}", dir.display(), missing.join(", "));
-    }
-    Ok(())
-}
-
-/// Registers `<dir>/<table>/` as a listing table partitioned by `category`.
-async fn register_table(ctx: &SessionContext, dir: &Path, table: &str) -> Result<()> {
-    let location = format!("{}/{FILE_GLOB}", dir.join(table).display());
-    let url = ListingTableUrl::parse(&location)?;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-        .with_file_extension(".parquet")
-        .with_table_partition_cols(vec![(PARTITION_COLUMN.to_string(), DataType::Utf8)]);
-    let inferred = options.infer_schema(&ctx.state(), &url).await?;
-    // The partition column is appended from the path; a copy stored in the files is left out.
-    let file_schema = Schema::new_with_metadata(
-        inferred.fields().iter().filter(|f| f.name() != PARTITION_COLUMN).cloned().collect::<Vec<_>>(),
-        inferred.metadata().clone(),
-    );
-    let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(Arc::new(file_schema));
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).infer_schema(&ctx.state()).await?;
     ctx.register_table(table, Arc::new(ListingTable::try_new(config)?))?;
     Ok(())
 }

@@ -46,3 +46,15 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f64) -> f64 {
     assert!(diff <= tol, "{what}: max |Δ| = {diff:e} > {tol:e}");
     diff
 }
+
+/// The store location of a local folder.
+#[allow(dead_code)]
+pub fn loc(path: &Path) -> promptad::store::Location {
+    promptad::store::Location::parse(path.to_str().expect("utf-8 path")).unwrap()
+}
+
+/// The dataset (folders or shards) at a local folder.
+#[allow(dead_code)]
+pub fn dataset(path: &Path) -> promptad::data::dataset::Dataset {
+    promptad::data::dataset::Dataset::open(path.to_str().expect("utf-8 path")).unwrap()
+}

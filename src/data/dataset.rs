@@ -1,0 +1,187 @@
+//! A dataset at any URL, folder layout or image shards, seen the same way by training and
+//! scoring: the normal training images of a category, and its images to score cut into
+//! deterministic work units (one per shard; for a folder, runs of `rows_per_unit` sorted images).
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, bail, Result};
+use rayon::prelude::*;
+
+use super::folder::{list_categories, scan_category, Sample, Split};
+use super::shard::{list_shards, ImageRecord, ShardInfo, ShardReader, SHARD_LIST};
+use crate::store::Location;
+
+#[derive(Debug, Clone)]
+pub enum Dataset {
+    /// MVTec AD / VisA 1cls folders (what `promptad synth` writes).
+    Folder(Location),
+    /// Parquet image shards (what `promptad shard` writes).
+    Shards(Location),
+}
+
+/// A piece of scoring work: the images of one shard, or of one run of folder images.
+#[derive(Debug, Clone)]
+pub struct WorkUnit {
+    pub category: String,
+    /// Unique within the category: `<split>-<nnnnn>`; names the output files.
+    pub name: String,
+    pub images: usize,
+    pub source: UnitSource,
+}
+
+#[derive(Debug, Clone)]
+pub enum UnitSource {
+    Files(Vec<Sample>),
+    Shard(ShardInfo),
+}
+
+impl Dataset {
+    /// Opens the dataset at `url`: shards if it holds `_shards.json` or `category=*` folders,
+    /// else a folder dataset. An unreachable store or an empty location is an error naming it.
+    pub fn open(url: &str) -> Result<Self> {
+        let root = Location::parse(url)?;
+        root.check_reachable()?;
+        if root.exists(SHARD_LIST)? || root.list_dirs("")?.iter().any(|d| d.starts_with("category=")) {
+            return Ok(Self::Shards(root));
+        }
+        if root.list_dirs("")?.is_empty() {
+            bail!("{root}: no dataset there (expected MVTec AD / VisA category folders or image shards from `promptad shard`); check the URL");
+        }
+        Ok(Self::Folder(root))
+    }
+
+    pub fn location(&self) -> &Location {
+        match self {
+            Self::Folder(root) | Self::Shards(root) => root,
+        }
+    }
+
+    pub fn categories(&self) -> Result<Vec<String>> {
+        Ok(match self {
+            Self::Folder(root) => list_categories(root)?,
+            Self::Shards(root) => {
+                let mut categories: Vec<String> = list_shards(root)?.into_iter().map(|s| s.category).collect();
+                categories.sort();
+                categories.dedup();
+                categories
+            }
+        })
+    }
+
+    fn unknown_category(&self, category: &str) -> anyhow::Error {
+        let available = self.categories().map(|c| c.join(", ")).unwrap_or_default();
+        anyhow!("category {category:?} not found in {}; available: [{available}]", self.location())
+    }
+
+    /// The normal training images of `category` (metadata only), sorted by id.
+    pub fn train_good(&self, category: &str) -> Result<Vec<Sample>> {
+        match self {
+            Self::Folder(root) => Ok(scan_category(root, category)?.train_good),
+            Self::Shards(root) => {
+                let shards = self.category_shards(category, |split| split == "train")?;
+                let mut samples = Vec::new();
+                for shard in &shards {
+                    for batch in ShardReader::open(root, &shard.path, 1024, false)? {
+                        for r in batch? {
+                            if r.gt_label == Some(0) || r.defect_type.as_deref() == Some("good") {
+                                samples.push(Sample { id: r.image_id, category: r.category, split: Split::Train, defect_type: "good".into(), image: r.source_uri, mask: None });
+                            }
+                        }
+                    }
+                }
+                samples.sort_by(|a, b| a.id.cmp(&b.id));
+                if samples.is_empty() {
+                    bail!("the shards of {category:?} in {root} hold no normal training images (split=train, gt_label 0)");
+                }
+                Ok(samples)
+            }
+        }
+    }
+
+    /// The bytes of `samples` (from [`Dataset::train_good`]), in the same order.
+    pub fn load(&self, samples: &[Sample]) -> Result<Vec<ImageRecord>> {
+        match self {
+            Self::Folder(root) => samples.par_iter().map(|s| fetch(root, s)).collect(),
+            Self::Shards(root) => {
+                let Some(category) = samples.first().map(|s| s.category.clone()) else { return Ok(Vec::new()) };
+                let mut wanted: HashMap<&str, usize> = samples.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+                let mut found: Vec<Option<ImageRecord>> = vec![None; samples.len()];
+                for shard in self.category_shards(&category, |split| split == "train")? {
+                    for batch in ShardReader::open(root, &shard.path, 64, true)? {
+                        for record in batch? {
+                            if let Some(i) = wanted.remove(record.image_id.as_str()) {
+                                found[i] = Some(record);
+                            }
+                        }
+                    }
+                    if wanted.is_empty() {
+                        break;
+                    }
+                }
+                found.into_iter().zip(samples).map(|(r, s)| r.ok_or_else(|| anyhow!("image {} vanished from the shards of {root}", s.id))).collect()
+            }
+        }
+    }
+
+    /// The images of `category` to score, cut into work units in a fixed order. For shards:
+    /// one unit per shard of every split but `train`; for folders: the test split in runs of
+    /// `rows_per_unit`.
+    pub fn test_units(&self, category: &str, rows_per_unit: usize) -> Result<Vec<WorkUnit>> {
+        match self {
+            Self::Folder(root) => {
+                let test = scan_category(root, category)?.test;
+                Ok(test
+                    .chunks(rows_per_unit.max(1))
+                    .enumerate()
+                    .map(|(i, chunk)| WorkUnit { category: category.into(), name: format!("test-{i:05}"), images: chunk.len(), source: UnitSource::Files(chunk.to_vec()) })
+                    .collect())
+            }
+            Self::Shards(_) => Ok(self
+                .category_shards(category, |split| split != "train")?
+                .into_iter()
+                .map(|s| WorkUnit { category: category.into(), name: s.unit_name(), images: s.rows, source: UnitSource::Shard(s) })
+                .collect()),
+        }
+    }
+
+    fn category_shards(&self, category: &str, split: impl Fn(&str) -> bool) -> Result<Vec<ShardInfo>> {
+        let Self::Shards(root) = self else { unreachable!("shards only") };
+        let all = list_shards(root)?;
+        if !all.iter().any(|s| s.category == category) {
+            return Err(self.unknown_category(category));
+        }
+        let mut shards: Vec<ShardInfo> = all.into_iter().filter(|s| s.category == category && split(&s.split)).collect();
+        shards.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(shards)
+    }
+
+    /// The records of `unit` in batches of up to `batch` (a folder unit fetches each batch's
+    /// files in parallel; a shard streams row groups).
+    pub fn read_unit(&self, unit: &WorkUnit, batch: usize) -> Result<Box<dyn Iterator<Item = Result<Vec<ImageRecord>>> + Send>> {
+        let root = self.location().clone();
+        Ok(match &unit.source {
+            UnitSource::Shard(shard) => Box::new(ShardReader::open(&root, &shard.path, batch, true)?),
+            UnitSource::Files(samples) => {
+                let chunks: Vec<Vec<Sample>> = samples.chunks(batch.max(1)).map(<[Sample]>::to_vec).collect();
+                Box::new(chunks.into_iter().map(move |chunk| chunk.par_iter().map(|s| fetch(&root, s)).collect()))
+            }
+        })
+    }
+}
+
+/// A folder image (and its mask) as a record.
+pub fn fetch(root: &Location, sample: &Sample) -> Result<ImageRecord> {
+    let image = root.get(&sample.image)?;
+    let mask = sample.mask.as_deref().map(|m| root.get(m)).transpose()?;
+    Ok(ImageRecord {
+        image_id: sample.id.clone(),
+        category: sample.category.clone(),
+        split: sample.split.as_str().into(),
+        defect_type: Some(sample.defect_type.clone()),
+        gt_label: Some(sample.label() as i8),
+        image,
+        mask,
+        source_uri: root.url_of(&sample.image),
+        origin: root.url_of(&sample.image),
+    })
+}

@@ -1,0 +1,128 @@
+//! `promptad shard`: packs a folder dataset at any URL into Parquet image shards
+//! ([`super::shard`]), streaming: one row group of images is in memory at a time, and the encoded
+//! bytes are copied without decoding.
+
+use anyhow::{bail, Result};
+use bytes::Bytes;
+use rayon::prelude::*;
+
+use super::dataset::fetch;
+use super::folder::{list_categories, scan_category, Sample};
+use super::shard::{write_shard, ImageRecord, ShardInfo, ShardList, ROWS_PER_ROW_GROUP, SHARD_LIST, SHARD_SCHEMA_VERSION};
+use crate::store::Location;
+
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    pub rows_per_shard: usize,
+    /// Only these categories of a folder dataset [default: all].
+    pub categories: Option<Vec<String>>,
+    /// Pack every image under the source as one unlabelled category of this name (an archive
+    /// of production images), split `test`, no labels or masks.
+    pub plain_category: Option<String>,
+    pub overwrite: bool,
+}
+
+/// Packs `src` into shards under `dst`; `_shards.json` is written last, so an interrupted pack
+/// is not mistaken for a complete one. `on_images(n)` reports progress.
+pub fn pack(src: &Location, dst: &Location, options: &PackOptions, mut on_images: impl FnMut(usize)) -> Result<ShardList> {
+    if options.rows_per_shard == 0 {
+        bail!("--rows-per-shard must be at least 1");
+    }
+    src.check_reachable()?;
+    if dst.exists(SHARD_LIST)? {
+        if !options.overwrite {
+            bail!("{} already holds image shards ({SHARD_LIST}); pass --overwrite to pack again", dst);
+        }
+        dst.delete(SHARD_LIST)?;
+    }
+    // Shards of an earlier, interrupted or larger pack must not survive next to the new ones.
+    for folder in dst.list_dirs("")?.into_iter().filter(|d| d.starts_with("category=")) {
+        if !options.overwrite && !dst.list(&folder)?.is_empty() {
+            bail!("{} already holds shard files ({folder}/) but no {SHARD_LIST}: an interrupted pack? pass --overwrite to replace them", dst);
+        }
+        dst.delete_all(&folder)?;
+    }
+    let mut shards = Vec::new();
+    match &options.plain_category {
+        Some(category) => {
+            let samples = plain_samples(src, category)?;
+            if samples.is_empty() {
+                bail!("{src}: no images found (png, jpg, jpeg, bmp, tif, tiff)");
+            }
+            shards.extend(pack_split(src, dst, category, "test", &samples, options.rows_per_shard, &mut on_images)?);
+        }
+        None => {
+            let available = list_categories(src)?;
+            if available.is_empty() {
+                bail!("{src}: no category folders with train/good images (MVTec AD / VisA layout); for a folder of unlabelled images pass --plain-category NAME");
+            }
+            let categories = options.categories.clone().unwrap_or_else(|| available.clone());
+            for category in &categories {
+                if !available.contains(category) {
+                    bail!("category {category:?} not found in {src}; available: [{}]", available.join(", "));
+                }
+                let folder = scan_category(src, category)?;
+                shards.extend(pack_split(src, dst, category, "train", &folder.train_good, options.rows_per_shard, &mut on_images)?);
+                shards.extend(pack_split(src, dst, category, "test", &folder.test, options.rows_per_shard, &mut on_images)?);
+            }
+        }
+    }
+    let list = ShardList { schema_version: SHARD_SCHEMA_VERSION, source: src.url().to_string(), shards };
+    dst.put(SHARD_LIST, Bytes::from(serde_json::to_vec_pretty(&list)?))?;
+    Ok(list)
+}
+
+fn pack_split(
+    src: &Location,
+    dst: &Location,
+    category: &str,
+    split: &str,
+    samples: &[Sample],
+    rows_per_shard: usize,
+    on_images: &mut impl FnMut(usize),
+) -> Result<Vec<ShardInfo>> {
+    let mut shards = Vec::new();
+    for (index, chunk) in samples.chunks(rows_per_shard).enumerate() {
+        // Fetched one row group at a time, in parallel within it.
+        let groups = chunk.chunks(ROWS_PER_ROW_GROUP).map(|group| -> Result<Vec<ImageRecord>> { group.par_iter().map(|s| fetch(src, s).map(|r| unlabel_if_plain(r, s))).collect() });
+        let records = groups.flat_map(|group| match group {
+            Ok(records) => records.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        });
+        let shard = write_shard(dst, category, split, index, records.inspect(|_| on_images(1)))?;
+        tracing::info!(shard = %dst.url_of(&shard.path), rows = shard.rows, bytes = shard.bytes, "shard written");
+        shards.push(shard);
+    }
+    Ok(shards)
+}
+
+/// Every image below `src`, sorted, as samples of `category` without labels.
+fn plain_samples(src: &Location, category: &str) -> Result<Vec<Sample>> {
+    const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
+    Ok(src
+        .list("")?
+        .iter()
+        .map(|o| src.relative(&o.location))
+        .filter(|rel| rel.rsplit_once('.').is_some_and(|(_, e)| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())))
+        .map(|rel| {
+            let id_path = rel.rsplit_once('.').map_or(rel.as_str(), |(s, _)| s).to_string();
+            Sample {
+                id: format!("{category}/test/{id_path}"),
+                category: category.into(),
+                split: super::folder::Split::Test,
+                // Marks the sample as unlabelled for `unlabel_if_plain`.
+                defect_type: String::new(),
+                image: rel,
+                mask: None,
+            }
+        })
+        .collect())
+}
+
+fn unlabel_if_plain(mut record: ImageRecord, sample: &Sample) -> ImageRecord {
+    if sample.defect_type.is_empty() {
+        record.defect_type = None;
+        record.gt_label = None;
+    }
+    record
+}
