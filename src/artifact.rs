@@ -5,6 +5,7 @@
 //! <dir>/tensors.safetensors   memory.bank0, memory.bank1 ([k·P, width] each), image.prototypes and
 //!                             pixel.prototypes ([2, E], [normal, anomaly]), and the learned context
 //!                             image|pixel.normal_ctx ([N, E_N, width]), image|pixel.anomaly_ctx
+//! <dir>/prompts.parquet       the same tensors as a table (schemas/prompt_artifact.json)
 //! <dir>/manifest.json         written last: backbone (config, weights checksum or random seed),
 //!                             category, shots and their ids, seed, configs, losses, versions
 //! ```
@@ -31,6 +32,8 @@ use crate::prompt::train::{TrainConfig, TrainReport};
 pub const FORMAT_VERSION: u32 = 1;
 const TENSORS: &str = "tensors.safetensors";
 const MANIFEST: &str = "manifest.json";
+/// The same tensors as a Parquet table (`schemas/prompt_artifact.json`), for SQL and other tools.
+pub const PROMPTS: &str = "prompts.parquet";
 
 /// Where the backbone weights came from; scoring must use the same ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,6 +165,10 @@ impl Artifact {
         let bytes = std::fs::read(&staged)?;
         manifest.version = content_version(&bytes);
         location.upload_file(TENSORS, &staged)?;
+        let table = prompts_table(&manifest, &cpu)?;
+        let mut writer = crate::sink::AtomicParquetWriter::create(location, PROMPTS, table.schema())?;
+        writer.write(&table)?;
+        writer.finish()?;
         location.put(MANIFEST, bytes::Bytes::from(serde_json::to_vec_pretty(&manifest)?))?;
         Ok(manifest)
     }
@@ -180,6 +187,50 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         hasher.update(&buffer[..n]);
     }
     Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// The `prompt_artifact` table: one row per tensor (`schemas/prompt_artifact.json`).
+pub fn prompts_schema() -> arrow::datatypes::SchemaRef {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let list = |item: DataType| DataType::List(std::sync::Arc::new(Field::new_list_field(item, false)));
+    std::sync::Arc::new(Schema::new(vec![
+        Field::new("model_version", DataType::Utf8, false),
+        Field::new("category", DataType::Utf8, false),
+        Field::new("k", DataType::Int64, false),
+        Field::new("seed", DataType::Int64, false),
+        Field::new("tensor", DataType::Utf8, false),
+        Field::new("shape", list(DataType::Int64), false),
+        Field::new("values", list(DataType::Float32), false),
+    ]))
+}
+
+fn prompts_table(manifest: &Manifest, tensors: &[(String, Tensor)]) -> Result<arrow::array::RecordBatch> {
+    use arrow::array::{ArrayRef, Float32Array, Int64Array, ListArray, StringArray};
+    use arrow::buffer::OffsetBuffer;
+    use std::sync::Arc;
+    let n = tensors.len();
+    let schema = prompts_schema();
+    let list_field = |i: usize| match schema.field(i).data_type() {
+        arrow::datatypes::DataType::List(item) => item.clone(),
+        _ => unreachable!("list column"),
+    };
+    let shapes: Vec<Vec<i64>> = tensors.iter().map(|(_, t)| t.size()).collect();
+    let values: Vec<Vec<f32>> = tensors.iter().map(|(_, t)| Vec::<f32>::try_from(t.flatten(0, -1))).collect::<Result<_, _>>()?;
+    let shape = ListArray::new(list_field(5), OffsetBuffer::from_lengths(shapes.iter().map(Vec::len)), Arc::new(Int64Array::from_iter_values(shapes.concat())), None);
+    let value = ListArray::new(list_field(6), OffsetBuffer::from_lengths(values.iter().map(Vec::len)), Arc::new(Float32Array::from_iter_values(values.concat())), None);
+    let repeat = |v: &str| Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, n))) as ArrayRef;
+    Ok(arrow::array::RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            repeat(&manifest.version),
+            repeat(&manifest.category.key),
+            Arc::new(Int64Array::from_value(manifest.k as i64, n)),
+            Arc::new(Int64Array::from_value(manifest.seed as i64, n)),
+            Arc::new(StringArray::from_iter_values(tensors.iter().map(|(k, _)| k.as_str()))),
+            Arc::new(shape),
+            Arc::new(value),
+        ],
+    )?)
 }
 
 /// The f32 tensors of a safetensors buffer (what [`Artifact::write`] stores).

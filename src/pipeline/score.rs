@@ -119,8 +119,14 @@ pub struct RunPlan {
     pub model_version: String,
     pub dataset: String,
     pub map_size: i64,
-    /// Unit names in order, with their image counts.
-    pub units: Vec<(String, usize)>,
+    /// The work units, in order.
+    pub units: Vec<PlannedUnit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedUnit {
+    pub name: String,
+    pub images: usize,
 }
 
 /// A unit's commit record: its files exist and are complete.
@@ -247,7 +253,7 @@ pub fn score_category(
         model_version: version.clone(),
         dataset: dataset.location().url().into(),
         map_size: detect.map_size,
-        units: units.iter().map(|u| (u.name.clone(), u.images)).collect(),
+        units: units.iter().map(|u| PlannedUnit { name: u.name.clone(), images: u.images }).collect(),
     };
     publish_plan(out, &plan, options.overwrite)?;
 
@@ -315,6 +321,7 @@ pub fn score_category(
         let mut scores_out = AtomicParquetWriter::create(out, &files["scores"], scores_schema())?;
         let (mut images, mut skipped) = (0, 0);
         loop {
+            crate::worker::check_stop()?; // SIGTERM in worker mode: abandon this uncommitted unit
             let batch = match messages.next() {
                 Some(Message::Batch(batch)) => batch,
                 Some(Message::UnitEnd) => break,
@@ -431,8 +438,8 @@ fn publish_manifest_if_complete(out: &Location, plan: &RunPlan, overwrite: bool)
     let mut images = 0;
     let mut skipped = 0;
     let mut files = Vec::new();
-    for (unit, _) in &plan.units {
-        let rel = unit_record_file(&plan.run_id, &plan.category, unit);
+    for unit in &plan.units {
+        let rel = unit_record_file(&plan.run_id, &plan.category, &unit.name);
         let Some(_) = out.head(&rel)? else { return Ok(false) };
         let record: UnitRecord = serde_json::from_slice(&out.get(&rel)?).map_err(|e| anyhow!("{}: {e}", out.url_of(&rel)))?;
         images += record.images;

@@ -18,6 +18,8 @@ use parquet::file::properties::WriterProperties;
 use crate::metrics::stats::ImageStats;
 use crate::store::Location;
 
+pub mod published;
+
 /// One Parquet file being written to `<location>/<rel>`.
 pub struct AtomicParquetWriter {
     tmp: tempfile::NamedTempFile,

@@ -1,6 +1,9 @@
 //! Shared by the integration tests: fixture paths, the reference Python, the binary, comparisons.
 #![allow(dead_code)]
 
+#[allow(dead_code)]
+pub mod s3;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
