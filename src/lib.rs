@@ -12,5 +12,7 @@ pub mod pipeline;
 pub mod prompt;
 pub mod runtime;
 pub mod sink;
+pub mod spec;
 pub mod sql;
 pub mod store;
+pub mod worker;

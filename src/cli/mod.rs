@@ -6,6 +6,8 @@ mod demo;
 mod doctor;
 mod embed;
 mod eval;
+mod plan;
+mod run;
 mod score;
 mod shard;
 mod sql;
@@ -35,6 +37,8 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     Embed(embed::EmbedArgs),
     Eval(eval::EvalArgs),
+    Plan(plan::PlanArgs),
+    Run(run::RunArgs),
     Score(score::ScoreArgs),
     Shard(shard::ShardArgs),
     Sql(sql::SqlArgs),
@@ -51,6 +55,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => doctor::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Run(args) => run::run(args),
         Command::Score(args) => score::run(args),
         Command::Shard(args) => shard::run(args),
         Command::Sql(args) => sql::run(args),

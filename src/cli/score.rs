@@ -1,9 +1,9 @@
 //! `promptad score`: a dataset scored with a trained model.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 
 use super::backbone::checked_device;
@@ -12,8 +12,10 @@ use crate::clip::Precision;
 use crate::data::prepare::Compat;
 use crate::detect::Guidance;
 use crate::data::dataset::Dataset;
-use crate::pipeline::score::{score_category, ScoreOptions};
+use crate::pipeline::score::{score_category, ScoreOptions, ScoreSummary};
+use crate::spec::{Spec, SpecError};
 use crate::store::Location;
+use crate::worker::{self, WorkerError};
 
 /// Score a dataset with a trained model: scores, maps and metric statistics as Parquet.
 ///
@@ -32,20 +34,28 @@ use crate::store::Location;
 /// worker a contiguous range of the units.
 ///
 /// Prints image AUROC, pixel AUROC and AUPRO of what it scored when the split has both labels.
+///
+/// Worker mode (a pod of the scoring Job or the nightly CronJob): --spec SPEC --index N scores
+/// work item N of a run spec (see `promptad plan SPEC`): one worker's range of the units of one
+/// (archive, category, model); the index defaults to JOB_COMPLETION_INDEX, --run-id replaces the
+/// spec's score.run_id. SIGTERM stops it between batches (the unit in progress is abandoned,
+/// nothing partial is visible). Exit codes: 0 done, 1 unexpected (retry), 64 bad spec or index,
+/// 65 bad input data (undecodable images), 66 input missing (model, data), 75 store unreachable
+/// (retry), 143 stopped by SIGTERM (retry).
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
     /// Model artifact URL (written by `promptad train`).
-    #[arg(long, env = "PROMPTAD_MODEL", value_name = "URL")]
-    pub model: String,
+    #[arg(long, env = "PROMPTAD_MODEL", value_name = "URL", required_unless_present = "spec")]
+    pub model: Option<String>,
     /// Dataset URL: folders in the MVTec AD / VisA layout, or image shards (`promptad shard`).
-    #[arg(long, env = "PROMPTAD_DATA", value_name = "URL")]
-    pub data: String,
+    #[arg(long, env = "PROMPTAD_DATA", value_name = "URL", required_unless_present = "spec")]
+    pub data: Option<String>,
     /// Category to score [default: the model's].
     #[arg(long)]
     pub category: Option<String>,
     /// Output URL (the root of the scores, maps and metric_stats tables).
-    #[arg(long, short, value_name = "URL")]
-    pub out: String,
+    #[arg(long, short, value_name = "URL", required_unless_present = "spec")]
+    pub out: Option<String>,
     /// Run id [default: a digest of the data URL and the scoring options, so the same command
     /// continues the same run; every category scored that way joins it]. Nightly re-scoring
     /// passes e.g. the date.
@@ -87,13 +97,26 @@ pub struct ScoreArgs {
     /// Score every unit again, replacing committed outputs of the run.
     #[arg(long)]
     pub overwrite: bool,
+    /// Worker mode: the run spec (TOML) whose scoring work item --index to run.
+    #[arg(long, env = "PROMPTAD_SPEC", value_name = "SPEC",
+          conflicts_with_all = ["category", "shard_count", "rows_per_unit", "batch_size", "guidance", "skip_bad"])]
+    pub spec: Option<PathBuf>,
+    /// Worker mode: the work item [default: JOB_COMPLETION_INDEX, set in every pod of an Indexed Job].
+    #[arg(long, env = "JOB_COMPLETION_INDEX", value_name = "N")]
+    pub index: Option<usize>,
 }
 
 pub fn run(args: ScoreArgs) -> Result<ExitCode> {
+    if let Some(spec) = &args.spec {
+        return Ok(worker_mode(spec, args.index, args.run_id.as_deref(), args.overwrite));
+    }
+    let (Some(model), Some(data), Some(out)) = (args.model.clone(), args.data.clone(), args.out.clone()) else {
+        bail!("--model, --data and --out are required (or --spec SPEC --index N for a work item of a run spec)");
+    };
     let device = checked_device(&args.device)?;
-    let artifact = Artifact::read(&Location::parse(&args.model)?)?;
-    let dataset = Dataset::open(&args.data)?;
-    let out = Location::parse(&args.out)?;
+    let artifact = Artifact::read(&Location::parse(&model)?)?;
+    let dataset = Dataset::open(&data)?;
+    let out = Location::parse(&out)?;
     let clip = artifact.manifest.backbone.load(args.weights.as_deref(), device, args.precision)?;
     let category = args.category.clone().unwrap_or_else(|| artifact.manifest.category.key.clone());
     let mut detect = artifact.manifest.detect.clone();
@@ -112,6 +135,27 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
     };
     let summary = score_category(&artifact, &clip, detect, &dataset, &category, &out, &options, |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
+    Ok(if report(&category, &summary) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `--spec SPEC --index N`: one work item; errors become the documented exit codes.
+fn worker_mode(spec: &Path, index: Option<usize>, run_id: Option<&str>, overwrite: bool) -> ExitCode {
+    let result = (|| -> Result<()> {
+        let index = index.ok_or_else(|| SpecError::NoIndex { path: spec.to_path_buf() })?;
+        worker::handle_sigterm()?;
+        let spec = Spec::load(spec)?;
+        let (item, summary) = worker::run_score(&spec, index, run_id, overwrite, |_| {})?;
+        print!("index {index}: archive {} worker {}/{}: ", item.archive, item.worker, item.workers);
+        if !report(&item.category, &summary) {
+            return Err(WorkerError::BadImages { count: summary.skipped.len() }.into());
+        }
+        Ok(())
+    })();
+    worker::finish(result)
+}
+
+/// Prints what a scoring call did; false when images were skipped.
+fn report(category: &str, summary: &ScoreSummary) -> bool {
     println!(
         "{category}: run {}: {} images in {} units scored, {} units already committed; run {} ({})",
         summary.run_id,
@@ -132,7 +176,7 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         for (id, error) in &summary.skipped {
             eprintln!("  {id}: {error}");
         }
-        return Ok(ExitCode::FAILURE);
+        return false;
     }
-    Ok(ExitCode::SUCCESS)
+    true
 }

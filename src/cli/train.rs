@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
 use clap::Args;
 
 use super::backbone::BackboneArgs;
@@ -11,7 +13,9 @@ use crate::detect::{DetectConfig, Guidance};
 use crate::pipeline::train::{train_category, TrainJob};
 use crate::prompt::learner::PromptConfig;
 use crate::prompt::train::{Head, TrainConfig};
+use crate::spec::{Spec, SpecError};
 use crate::store::Location;
+use crate::worker::{self, TrainOutcome};
 
 /// Train one PromptAD model for one category from k normal images.
 ///
@@ -23,15 +27,22 @@ use crate::store::Location;
 /// Parquet image shards (`promptad shard`), at a local path, a file:// URL or s3://bucket/prefix
 /// (S3 settings from the AWS_* environment: AWS_ENDPOINT, AWS_REGION, credentials or web
 /// identity). The artifact can be written to any of these too.
+///
+/// Worker mode (a pod of the training Job): --spec SPEC --index N trains work item N of a run
+/// spec (see `promptad plan SPEC`); the index defaults to JOB_COMPLETION_INDEX. The spec then
+/// decides everything else, the flags above are not used. A model that is already there is not
+/// trained again (unless --overwrite), and the exit code tells a retryable failure from a
+/// permanent one: 0 done, 1 unexpected (retry), 64 bad spec or index, 65 bad input data,
+/// 66 input missing, 75 store unreachable (retry), 143 stopped by SIGTERM (retry).
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Dataset URL: folders (<DATA>/<category>/train/good/*.png ...) or image shards.
-    #[arg(long, env = "PROMPTAD_DATA", value_name = "URL")]
-    pub data: String,
+    #[arg(long, env = "PROMPTAD_DATA", value_name = "URL", required_unless_present = "spec")]
+    pub data: Option<String>,
     /// Category folder name: an MVTec AD or VisA category (bottle, metal_nut, pcb1, ...) or
     /// your own with --category-name.
-    #[arg(long, env = "PROMPTAD_CATEGORY")]
-    pub category: String,
+    #[arg(long, env = "PROMPTAD_CATEGORY", required_unless_present = "spec")]
+    pub category: Option<String>,
     /// Object name used in the prompts, for a category that is not built in (e.g. "rubber gasket").
     #[arg(long, value_name = "TEXT")]
     pub category_name: Option<String>,
@@ -75,14 +86,51 @@ pub struct TrainArgs {
     /// Vision blocks (0-based) of the visual memory.
     #[arg(long, value_delimiter = ',', default_value = "3,8")]
     pub taps: Vec<usize>,
+    /// Worker mode: the run spec (TOML) whose training work item --index to run.
+    #[arg(long, env = "PROMPTAD_SPEC", value_name = "SPEC",
+          conflicts_with_all = ["category_name", "anomaly_suffixes", "shots", "out", "random_init", "no_manual_prompts", "no_learnable_prompts", "no_eam"])]
+    pub spec: Option<PathBuf>,
+    /// Worker mode: the work item [default: JOB_COMPLETION_INDEX, set in every pod of an Indexed Job].
+    #[arg(long, env = "JOB_COMPLETION_INDEX", value_name = "N")]
+    pub index: Option<usize>,
 }
 
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
+    if let Some(spec) = &args.spec {
+        return Ok(worker_mode(spec, args.index, args.overwrite));
+    }
+    let (Some(data), Some(category)) = (args.data.clone(), args.category.clone()) else {
+        bail!("--data and --category are required (or --spec SPEC --index N for a work item of a run spec)");
+    };
+    flag_mode(args, data, category)
+}
+
+/// `--spec SPEC --index N`: one work item; errors become the documented exit codes.
+fn worker_mode(spec: &Path, index: Option<usize>, overwrite: bool) -> ExitCode {
+    let result = (|| -> Result<()> {
+        let index = index.ok_or_else(|| SpecError::NoIndex { path: spec.to_path_buf() })?;
+        worker::handle_sigterm()?;
+        let spec = Spec::load(spec)?;
+        let (item, outcome) = worker::run_train(&spec, index, overwrite, |head, step, loss| {
+            if step % 20 == 0 {
+                tracing::debug!(head = ?head, step, loss, "training");
+            }
+        })?;
+        match outcome {
+            TrainOutcome::Trained(m) => println!("index {index}: {} k={} seed={}: model {} written to {}", item.category, item.k, item.seed, m.version, item.artifact),
+            TrainOutcome::AlreadyTrained(m) => println!("index {index}: {} k={} seed={}: model {} already at {}; nothing to do", item.category, item.k, item.seed, m.version, item.artifact),
+        }
+        Ok(())
+    })();
+    worker::finish(result)
+}
+
+fn flag_mode(args: TrainArgs, data: String, category: String) -> Result<ExitCode> {
     let (clip, backbone) = args.backbone.load(true)?;
     let prompts = |base: PromptConfig| PromptConfig { manual_anomaly: !args.no_manual_prompts, learnable_anomaly: !args.no_learnable_prompts, ..base };
     let job = TrainJob {
-        dataset: args.data.clone(),
-        category: args.category.clone(),
+        dataset: data.clone(),
+        category: category.clone(),
         category_name: args.category_name.clone(),
         anomaly_suffixes: args.anomaly_suffixes.clone(),
         k: args.shots.as_ref().map_or(args.k, Vec::len),
@@ -93,19 +141,19 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         train: TrainConfig { steps: args.steps, eam: !args.no_eam, ..TrainConfig::default() },
         detect: DetectConfig { guidance: args.guidance, taps: args.taps.clone(), ..DetectConfig::default() },
     };
-    let dataset = args.data.trim_end_matches('/').rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("data").to_string();
-    let out = Location::parse(&args.out.clone().unwrap_or_else(|| format!("models/{}", default_rel(&dataset, &args.category, job.k, args.seed))))?;
-    let bar = super::progress_bar(2 * job.train.steps as u64, &format!("training {}", args.category));
+    let dataset = data.trim_end_matches('/').rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("data").to_string();
+    let out = Location::parse(&args.out.clone().unwrap_or_else(|| format!("models/{}", default_rel(&dataset, &category, job.k, args.seed))))?;
+    let bar = super::progress_bar(2 * job.train.steps as u64, &format!("training {category}"));
     let manifest = train_category(&job, &clip, backbone, &out, args.overwrite, |head, step, loss| {
         bar.inc(1);
         if step % 20 == 0 || step + 1 == job.train.steps {
             tracing::debug!(head = ?head, step, loss, "training");
         }
         if head == Head::Pixel && step == 0 {
-            bar.set_message(format!("training {} (pixel head)", args.category));
+            bar.set_message(format!("training {category} (pixel head)"));
         }
     })?;
     bar.finish_and_clear();
-    println!("{}: model {} written to {} (shots: {})", args.category, manifest.version, out, manifest.shots.join(", "));
+    println!("{category}: model {} written to {} (shots: {})", manifest.version, out, manifest.shots.join(", "));
     Ok(ExitCode::SUCCESS)
 }
