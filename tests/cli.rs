@@ -37,10 +37,11 @@ fn every_subcommand_documents_its_flags() {
         ("tokenize", &["--pad", "--context-length"]),
         ("synth", &["--seed", "--categories", "--image-size", "--overwrite"]),
         ("train", &["--data", "--category", "--category-name", "--shots", "--weights", "--random-init", "--no-eam", "--guidance"]),
-        ("score", &["--model", "--data", "--compat", "--skip-bad", "--overwrite", "--batch-size"]),
+        ("score", &["--model", "--data", "--compat", "--skip-bad", "--overwrite", "--batch-size", "--run-id", "--shard-index", "--shard-count", "--rows-per-unit", "s3://"]),
+        ("shard", &["--rows-per-shard", "--categories", "--plain-category", "--overwrite", "s3://", "_shards.json"]),
         ("demo", &["--out", "--weights", "--steps", "--json"]),
-        ("eval", &["--format"]),
-        ("sql", &["--format"]),
+        ("eval", &["--format", "--run", "s3://"]),
+        ("sql", &["--format", "--run", "s3://"]),
     ] {
         let run = promptad(&[command, "--help"]);
         let help = String::from_utf8_lossy(&run.stdout);
@@ -50,7 +51,7 @@ fn every_subcommand_documents_its_flags() {
         }
     }
     let top = String::from_utf8_lossy(&promptad(&["--help"]).stdout).into_owned();
-    for command in ["doctor", "embed", "tokenize", "synth", "train", "score", "demo", "eval", "sql"] {
+    for command in ["doctor", "embed", "tokenize", "synth", "shard", "train", "score", "demo", "eval", "sql"] {
         assert!(top.contains(command), "{top}");
     }
 }

@@ -29,15 +29,8 @@ pub fn full_size_weights(tmp: &Path) -> PathBuf {
     tmp.join("weights.safetensors")
 }
 
-/// This process's peak resident set size (VmHWM), MiB.
-pub fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
+#[allow(unused_imports)]
+pub use promptad::runtime::peak_rss_mib;
 
 /// Runs this benchmark binary again with `args` and returns its last stdout line as JSON.
 pub fn run_self(args: &[&str]) -> serde_json::Value {

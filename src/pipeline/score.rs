@@ -72,6 +72,23 @@ impl Default for ScoreOptions {
     }
 }
 
+/// Where the time of a scoring call went. Reading and decoding run on other threads, overlapped
+/// with the model, so the stages add up to more than the wall time when the overlap works.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StageSeconds {
+    pub wall: f64,
+    /// Fetching shard row groups / image files (reader thread).
+    pub read: f64,
+    /// Decoding and resizing images and masks (reader thread, in parallel over a batch).
+    pub decode: f64,
+    /// The model: V-V forward, memory, prompts, maps (this thread).
+    pub model: f64,
+    /// Quantising, statistics, Parquet encoding, uploads and commits (this thread).
+    pub write: f64,
+    /// This thread waiting for decoded images (the reader is the bottleneck when it is large).
+    pub wait: f64,
+}
+
 /// What one scoring call did, for reports.
 pub struct ScoreSummary {
     pub out: Location,
@@ -88,6 +105,7 @@ pub struct ScoreSummary {
     pub image_scores: Vec<(f64, bool)>,
     /// The pixel statistics of every labelled image scored by this call, summed.
     pub pixel_stats: ImageStats,
+    pub seconds: StageSeconds,
 }
 
 /// Image AUROC, pixel AUROC and AUPRO (FPR 0.3) of a scored split.
@@ -279,7 +297,9 @@ pub fn score_category(
         skipped: Vec::new(),
         image_scores: Vec::new(),
         pixel_stats: ImageStats::default(),
+        seconds: StageSeconds::default(),
     };
+    let call_started = Instant::now();
     let mut pixel_sum = StatsSum::new();
     let size = clip.visual.image_size() as u32;
     let map_size = detect.map_size as u32;
@@ -290,26 +310,38 @@ pub fn score_category(
     let compat = options.compat;
     let reader_dataset = dataset.clone();
     let reader_units = todo.clone();
-    let producer = std::thread::spawn(move || {
+    let producer = std::thread::spawn(move || -> (f64, f64) {
+        let (mut read, mut decode) = (0.0, 0.0);
         for unit in &reader_units {
-            let batches = match reader_dataset.read_unit(unit, batch_size) {
+            let started = Instant::now();
+            let mut batches = match reader_dataset.read_unit(unit, batch_size) {
                 Ok(b) => b,
-                Err(e) => return drop(sender.send(Message::Failed(e))),
+                Err(e) => {
+                    let _ = sender.send(Message::Failed(e));
+                    return (read, decode);
+                }
             };
-            for batch in batches {
+            read += started.elapsed().as_secs_f64();
+            loop {
+                let started = Instant::now();
+                let Some(batch) = batches.next() else { break };
+                read += started.elapsed().as_secs_f64();
+                let started = Instant::now();
                 let message = match batch {
                     Ok(records) => Message::Batch(records.into_par_iter().map(|r| prepare(r, size, map_size, compat)).collect()),
                     Err(e) => Message::Failed(e),
                 };
+                decode += started.elapsed().as_secs_f64();
                 let failed = matches!(message, Message::Failed(_));
                 if sender.send(message).is_err() || failed {
-                    return;
+                    return (read, decode);
                 }
             }
             if sender.send(Message::UnitEnd).is_err() {
-                return;
+                return (read, decode);
             }
         }
+        (read, decode)
     });
 
     let mut messages = receiver.into_iter();
@@ -322,7 +354,11 @@ pub fn score_category(
         let (mut images, mut skipped) = (0, 0);
         loop {
             crate::worker::check_stop()?; // SIGTERM in worker mode: abandon this uncommitted unit
-            let batch = match messages.next() {
+            let waiting = Instant::now();
+            let next = messages.next();
+            summary.seconds.wait += waiting.elapsed().as_secs_f64();
+            let writing = Instant::now();
+            let batch = match next {
                 Some(Message::Batch(batch)) => batch,
                 Some(Message::UnitEnd) => break,
                 Some(Message::Failed(e)) => return Err(e.context(format!("scoring unit {} of {category}", unit.name))),
@@ -347,11 +383,15 @@ pub fn score_category(
             }
             if !good.is_empty() {
                 let flat: Vec<f32> = good.iter().flat_map(|(_, input, _)| input.iter().copied()).collect();
+                let modelling = Instant::now();
                 let batch = Tensor::from_slice(&flat).view([good.len() as i64, 3, size as i64, size as i64]);
                 let detection = detector.detect(&batch)?;
                 let to_vec = |t: &Tensor| -> Result<Vec<f64>> { Ok(Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Double))?) };
                 let (image_score, text_score, visual_max) = (to_vec(&detection.image_score)?, to_vec(&detection.text_score)?, to_vec(&detection.visual_max)?);
                 let maps = detection.map.to_device(Device::Cpu).to_kind(Kind::Float);
+                let model_seconds = modelling.elapsed().as_secs_f64();
+                summary.seconds.model += model_seconds;
+                summary.seconds.write -= model_seconds;
                 let (mut ids, mut categories, mut quantized) = (Vec::new(), Vec::new(), Vec::new());
                 let (mut stat_ids, mut stat_categories, mut stats) = (Vec::new(), Vec::new(), Vec::new());
                 for (i, (record, _, gt)) in good.iter().enumerate() {
@@ -379,25 +419,29 @@ pub fn score_category(
             }
             images += rows.len();
             scores_out.write(&scores_batch(&rows)?)?;
+            summary.seconds.write += writing.elapsed().as_secs_f64();
             on_images(rows.len());
         }
+        let writing = Instant::now();
         maps_out.finish()?;
         stats_out.finish()?;
         scores_out.finish()?;
         let record = UnitRecord { unit: unit.name.clone(), category: category.into(), images, skipped, files, seconds: started.elapsed().as_secs_f64() };
         // The commit: from here on the unit's files are part of the run.
         out.put(&unit_record_file(&run_id, category, &unit.name), Bytes::from(serde_json::to_vec_pretty(&record)?))?;
+        summary.seconds.write += writing.elapsed().as_secs_f64();
         tracing::info!(run = %run_id, category, unit = %unit.name, images, skipped, seconds = record.seconds, "unit committed");
         summary.images += images;
         summary.units_scored += 1;
     }
-    join(producer)?;
+    (summary.seconds.read, summary.seconds.decode) = join(producer)?;
+    summary.seconds.wall = call_started.elapsed().as_secs_f64();
     summary.pixel_stats = pixel_sum.finish()?;
     summary.run_complete = publish_manifest_if_complete(out, &plan, options.overwrite)?;
     Ok(summary)
 }
 
-fn join(producer: std::thread::JoinHandle<()>) -> Result<()> {
+fn join<T>(producer: std::thread::JoinHandle<T>) -> Result<T> {
     producer.join().map_err(|_| anyhow!("the image reading thread panicked"))
 }
 

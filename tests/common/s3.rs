@@ -21,8 +21,11 @@ pub const BUCKET: &str = "promptad-it";
 pub fn server() -> &'static S3Server {
     static SERVER: OnceLock<S3Server> = OnceLock::new();
     SERVER.get_or_init(|| {
-        let mut child = Command::new(super::python())
-            .arg(super::fixture("s3_server.py"))
+        // Standalone (benches include this file too): the venv's Python, the fixture by path.
+        let python = std::env::var("PROMPTAD_PYTHON").unwrap_or_else(|_| format!("{}/.cache/promptad/venv/bin/python", std::env::var("HOME").unwrap_or_default()));
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/s3_server.py");
+        let mut child = Command::new(python)
+            .arg(script)
             .arg(BUCKET)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
