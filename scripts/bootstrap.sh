@@ -10,7 +10,9 @@ source "$here/env.sh"
 TORCH="torch==2.11.0"
 NO_DEPS=(open-clip-torch==3.3.0 torchvision==0.26.0 timm==1.0.31 ftfy==6.3.1
          regex tqdm wcwidth pyyaml packaging pillow safetensors fsspec filelock)
-WITH_DEPS=(huggingface_hub numpy scikit-learn scipy "moto[server]==5.2.5")
+# kubernetes-validate: the Kubernetes JSON schemas (1.25-1.37) that tests/k8s.rs validates the
+# rendered k8s/ overlays against, offline.
+WITH_DEPS=(huggingface_hub numpy scikit-learn scipy "moto[server]==5.2.5" kubernetes-validate==1.37.0)
 stamp="$TORCH ${NO_DEPS[*]} ${WITH_DEPS[*]}"
 marker="$PROMPTAD_VENV/.promptad-requirements"
 

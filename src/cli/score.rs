@@ -99,7 +99,7 @@ pub struct ScoreArgs {
     pub overwrite: bool,
     /// Worker mode: the run spec (TOML) whose scoring work item --index to run.
     #[arg(long, env = "PROMPTAD_SPEC", value_name = "SPEC",
-          conflicts_with_all = ["category", "shard_count", "rows_per_unit", "batch_size", "guidance", "skip_bad"])]
+          conflicts_with_all = ["category", "shard_count", "rows_per_unit", "batch_size", "compat", "guidance", "skip_bad"])]
     pub spec: Option<PathBuf>,
     /// Worker mode: the work item [default: JOB_COMPLETION_INDEX, set in every pod of an Indexed Job].
     #[arg(long, env = "JOB_COMPLETION_INDEX", value_name = "N")]

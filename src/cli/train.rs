@@ -88,7 +88,7 @@ pub struct TrainArgs {
     pub taps: Vec<usize>,
     /// Worker mode: the run spec (TOML) whose training work item --index to run.
     #[arg(long, env = "PROMPTAD_SPEC", value_name = "SPEC",
-          conflicts_with_all = ["category_name", "anomaly_suffixes", "shots", "out", "random_init", "no_manual_prompts", "no_learnable_prompts", "no_eam"])]
+          conflicts_with_all = ["category_name", "anomaly_suffixes", "k", "seed", "shots", "out", "random_init", "steps", "no_manual_prompts", "no_learnable_prompts", "no_eam", "guidance", "taps"])]
     pub spec: Option<PathBuf>,
     /// Worker mode: the work item [default: JOB_COMPLETION_INDEX, set in every pod of an Indexed Job].
     #[arg(long, env = "JOB_COMPLETION_INDEX", value_name = "N")]
