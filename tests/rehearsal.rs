@@ -31,7 +31,7 @@ random_init = 3
 shots = [1]
 seeds = [5]
 artifacts = "{models}"
-steps = 20
+steps = 5
 [score]
 out = "{results}"
 run_id = "rehearsal"
