@@ -1,7 +1,8 @@
 //! `promptad plan` and the worker commands' contract, black-box (issue #6): the example specs
 //! plan with the completions their keys imply, bad specs are refused with exit code 64 naming the
 //! key, `--check` finds what is missing through the store and gives each scoring worker its
-//! units, and workers refuse what they cannot do with the documented exit codes.
+//! units, workers refuse what they cannot do with the documented exit codes, and a training
+//! worker stopped by SIGTERM exits 143 without writing anything.
 
 mod common;
 
@@ -250,4 +251,36 @@ fn workers_refuse_with_the_documented_exit_codes() {
     for command in ["plan", "run"] {
         assert!(promptad(&[command, "--help"]).status.success());
     }
+}
+
+#[test]
+fn training_stopped_by_sigterm_exits_143_and_writes_nothing() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    synth(&dir.path().join("data"), "weave");
+    // Many steps: it cannot finish before the signal.
+    let body = SPEC.replace("[\"weave\", \"washer\"]", "[\"weave\"]").replace("steps = 2", "steps = 100000");
+    let spec = write_spec(dir.path(), "long.toml", &body);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_promptad"))
+        .args(["train", "--spec", spec.to_str().unwrap(), "--index", "0"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut log = Vec::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        log.push(line.clone());
+        if line.contains("shots chosen") {
+            // Training has started: the SIGTERM handler is in place (it is installed first).
+            let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+            assert!(killed.success());
+        }
+    }
+    let status = child.wait().unwrap();
+    let log = log.join("\n");
+    assert_eq!(status.code(), Some(143), "{log}");
+    assert!(log.contains("SIGTERM during training"), "{log}");
+    let artifact = dir.path().join("models/data/weave/k1/seed5");
+    assert!(!artifact.join("manifest.json").exists() && !artifact.join("tensors.safetensors").exists(), "a stopped training wrote an artifact");
 }
