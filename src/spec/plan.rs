@@ -238,7 +238,7 @@ impl Plan {
             "\nscoring Job and nightly CronJob: completions {} (one (archive, category, model, worker) per index)\n",
             self.score.completions
         ));
-        out.push_str(&format!("  {:>5}  {:<10} {:<16} {:<12} {:>7}  {:<30} {}\n", "index", "archive", "category", "model", "worker", "units", "run id"));
+        out.push_str(&format!("  {:>5}  {:<10} {:<16} {:<12} {:>7}  {:<44} {}\n", "index", "archive", "category", "model", "worker", "units", "run id"));
         for s in &self.score.items {
             let units = match &s.units {
                 None => format!("part {} of {} of the units", s.worker + 1, s.workers),
@@ -253,7 +253,7 @@ impl Plan {
                 ),
             };
             out.push_str(&format!(
-                "  {:>5}  {:<10} {:<16} {:<12} {:>7}  {:<30} {}\n",
+                "  {:>5}  {:<10} {:<16} {:<12} {:>7}  {:<44} {}\n",
                 s.index,
                 s.archive,
                 s.category,
