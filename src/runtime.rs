@@ -173,10 +173,19 @@ mod tests {
 
 /// This process's peak resident set size (VmHWM) in MiB; NaN where /proc is unavailable.
 pub fn peak_rss_mib() -> f64 {
+    proc_status_mib("VmHWM")
+}
+
+/// This process's resident set size now (VmRSS) in MiB; NaN where /proc is unavailable.
+pub fn rss_mib() -> f64 {
+    proc_status_mib("VmRSS")
+}
+
+fn proc_status_mib(key: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(key).and_then(|rest| rest.strip_prefix(':')))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use arrow::array::{AsArray, RecordBatch};
-use common::{dataset, loc, promptad};
+use common::{copy_dir, dataset, loc, promptad};
 use datafusion::prelude::SessionConfig;
 use promptad::artifact::Artifact;
 use promptad::data::prepare::Compat;
@@ -436,17 +436,3 @@ fn find_files(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::s3;
+use common::{copy_dir, s3};
 use promptad::data::synth::{generate, SynthConfig};
 use promptad::store::Location;
 
@@ -340,15 +340,35 @@ fn two_workers_given_the_same_shard_agree() {
     assert_eq!(eval(&out), eval(&alone));
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
+
+#[test]
+fn an_unlabelled_archive_is_scored_without_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Production images in any layout: nested folders, no labels, no masks.
+    let archive = tmp.path().join("archive");
+    let good = data().join(CATEGORY).join("test").join("good");
+    let mut n = 0;
+    for (i, entry) in std::fs::read_dir(&good).unwrap().enumerate() {
+        let day = archive.join(format!("2026-11-{:02}", 1 + i % 2));
+        std::fs::create_dir_all(&day).unwrap();
+        std::fs::copy(entry.unwrap().path(), day.join(format!("cam{i}.png"))).unwrap();
+        n += 1;
     }
+    let root = format!("file://{}", tmp.path().display());
+    let shards = format!("{root}/shards");
+    let e = fails(&["shard", archive.to_str().unwrap(), &shards]);
+    assert!(e.contains("--plain-category"), "{e}");
+    ok(&["shard", archive.to_str().unwrap(), &shards, "--plain-category", CATEGORY]);
+    let model = format!("{root}/model");
+    ok(&train_args(data().to_str().unwrap(), &model));
+    let out = format!("{root}/scores");
+    ok(&score_args(&model, &shards, &out, &[]));
+    assert_eq!(sql_count(&out, "SELECT COUNT(*) FROM scores WHERE gt_label IS NULL AND defect_type IS NULL AND pred_score IS NOT NULL") as usize, n);
+    assert_eq!(sql_count(&out, "SELECT COUNT(*) FROM maps") as usize, n);
+    assert_eq!(sql_count(&out, "SELECT COUNT(*) FROM metric_stats"), 0, "no ground truth, no metric statistics");
+    let json: serde_json::Value = serde_json::from_str(&ok(&["sql", &out, "SELECT image_id FROM scores ORDER BY image_id LIMIT 1", "--format", "json"])).unwrap();
+    assert_eq!(json[0]["image_id"], format!("{CATEGORY}/test/2026-11-01/cam0"));
+    // Without labels the metrics are undefined (null), not numbers.
+    let row = &eval(&out)[CATEGORY];
+    assert_eq!((row[0], row[2]), (None, None), "{row:?}");
 }

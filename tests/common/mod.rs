@@ -61,3 +61,18 @@ pub fn loc(path: &Path) -> promptad::store::Location {
 pub fn dataset(path: &Path) -> promptad::data::dataset::Dataset {
     promptad::data::dataset::Dataset::open(path.to_str().expect("utf-8 path")).unwrap()
 }
+
+/// Copies the folder `from` to `to`, recursively.
+#[allow(dead_code)]
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
