@@ -118,7 +118,7 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> Option<u8> {
     if let Some(e) = error.downcast_ref::<DataError>() {
         return match e {
             DataError::Store(e) => store_class(e),
-            DataError::UnknownCategory { .. } => Some(exit::MISSING_INPUT),
+            DataError::UnknownCategory { .. } | DataError::NoDataset { .. } => Some(exit::MISSING_INPUT),
             DataError::NotEnoughShots { .. } | DataError::UnknownShot { .. } | DataError::MissingMask { .. } | DataError::Image { .. } => Some(exit::BAD_INPUT),
             DataError::Io { .. } => None,
         };

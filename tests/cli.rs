@@ -36,12 +36,14 @@ fn every_subcommand_documents_its_flags() {
         ("embed", &["--weights", "--model-config", "--device", "--precision", "--image", "--text", "--taps"]),
         ("tokenize", &["--pad", "--context-length"]),
         ("synth", &["--seed", "--categories", "--image-size", "--overwrite"]),
-        ("train", &["--data", "--category", "--category-name", "--shots", "--weights", "--random-init", "--no-eam", "--guidance"]),
-        ("score", &["--model", "--data", "--compat", "--skip-bad", "--overwrite", "--batch-size", "--run-id", "--shard-index", "--shard-count", "--rows-per-unit", "s3://"]),
+        ("train", &["--data", "--category", "--category-name", "--shots", "--weights", "--random-init", "--no-eam", "--guidance", "--spec", "--index"]),
+        ("score", &["--model", "--data", "--compat", "--skip-bad", "--overwrite", "--batch-size", "--run-id", "--shard-index", "--shard-count", "--rows-per-unit", "s3://", "--spec", "--index"]),
         ("shard", &["--rows-per-shard", "--categories", "--plain-category", "--overwrite", "s3://", "_shards.json"]),
         ("demo", &["--out", "--weights", "--steps", "--json"]),
         ("eval", &["--format", "--run", "s3://"]),
         ("sql", &["--format", "--run", "s3://"]),
+        ("plan", &["--check", "--format"]),
+        ("run", &["--local", "--parallel", "--backoff-limit-per-index", "--run-id"]),
     ] {
         let run = promptad(&[command, "--help"]);
         let help = String::from_utf8_lossy(&run.stdout);
@@ -51,7 +53,7 @@ fn every_subcommand_documents_its_flags() {
         }
     }
     let top = String::from_utf8_lossy(&promptad(&["--help"]).stdout).into_owned();
-    for command in ["doctor", "embed", "tokenize", "synth", "shard", "train", "score", "demo", "eval", "sql"] {
+    for command in ["doctor", "embed", "tokenize", "synth", "shard", "train", "score", "demo", "eval", "sql", "plan", "run"] {
         assert!(top.contains(command), "{top}");
     }
 }

@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
 
 use super::folder::{list_categories, scan_category, Sample, Split};
+use super::DataError;
 use super::shard::{list_shards, ImageRecord, ShardInfo, ShardReader, SHARD_LIST};
 use crate::store::Location;
 
@@ -45,7 +46,7 @@ impl Dataset {
             return Ok(Self::Shards(root));
         }
         if root.list_dirs("")?.is_empty() {
-            bail!("{root}: no dataset there (expected MVTec AD / VisA category folders or image shards from `promptad shard`); check the URL");
+            return Err(DataError::NoDataset { url: root.url().to_string() }.into());
         }
         Ok(Self::Folder(root))
     }
@@ -70,7 +71,7 @@ impl Dataset {
 
     fn unknown_category(&self, category: &str) -> anyhow::Error {
         let available = self.categories().map(|c| c.join(", ")).unwrap_or_default();
-        anyhow!("category {category:?} not found in {}; available: [{available}]", self.location())
+        DataError::UnknownCategory { root: self.location().url().to_string(), category: category.into(), available }.into()
     }
 
     /// The normal training images of `category` (metadata only), sorted by id.

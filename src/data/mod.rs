@@ -18,10 +18,12 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
-    #[error("category {category:?} not found under {root} (no {category}/train/good images); available: [{available}]")]
+    #[error("category {category:?} not found in {root} (a folder dataset needs {category}/train/good images, image shards category={category}/); available: [{available}]")]
     UnknownCategory { root: String, category: String, available: String },
     #[error("defect image {image} has no mask; expected {expected} (MVTec) or the same stem as .png (VisA)")]
     MissingMask { image: String, expected: String },
+    #[error("{url}: no dataset there (expected MVTec AD / VisA category folders or image shards from `promptad shard`); check the URL")]
+    NoDataset { url: String },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("k = {k} shots requested for category {category:?} but its train/good folder has {available} images")]
