@@ -204,6 +204,11 @@ fn store_errors_name_the_url_and_what_to_check() {
     let e = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && e.contains("s3://some-bucket/shards") && e.contains("AWS_ENDPOINT"), "{e}");
 
+    let denying = s3::denying_server();
+    let denied = Command::new(env!("CARGO_BIN_EXE_promptad")).args(["eval", "s3://locked/scores"]).env("AWS_ENDPOINT", &denying.endpoint).output().unwrap();
+    let e = String::from_utf8_lossy(&denied.stderr);
+    assert!(!denied.status.success() && e.contains("s3://locked/scores") && e.contains("denied") && e.contains("credentials"), "{e}");
+
     let e = fails(&["eval", "s3://no-such-bucket/scores"]);
     assert!(e.contains("s3://no-such-bucket/scores") && e.contains("bucket") && e.contains("does not exist"), "{e}");
     let e = fails(&score_args(&s3::url("nothing"), data().to_str().unwrap(), "s3://promptad-it/x", &[]));

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 pub struct S3Server {
     pub endpoint: String,
     _child: Child,
-    // Closing it (at exit) stops the server.
+    // Closing it (on drop, or at exit) stops the server.
     _stdin: ChildStdin,
 }
 
@@ -21,29 +21,40 @@ pub const BUCKET: &str = "promptad-it";
 pub fn server() -> &'static S3Server {
     static SERVER: OnceLock<S3Server> = OnceLock::new();
     SERVER.get_or_init(|| {
-        // Standalone (benches include this file too): the venv's Python, the fixture by path.
-        let python = std::env::var("PROMPTAD_PYTHON").unwrap_or_else(|_| format!("{}/.cache/promptad/venv/bin/python", std::env::var("HOME").unwrap_or_default()));
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/s3_server.py");
-        let mut child = Command::new(python)
-            .arg(script)
-            .arg(BUCKET)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cannot start the S3 test server (run scripts/bootstrap.sh: it installs moto[server])");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let port: u16 = line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("the S3 test server did not start: {line:?}"));
-        let endpoint = format!("http://127.0.0.1:{port}");
-        for (key, value) in env(&endpoint) {
-            // SAFETY (edition 2021: not unsafe): every caller sets the same values.
+        let server = spawn(&[BUCKET], &[]);
+        for (key, value) in env(&server.endpoint) {
+            // Edition 2021: not unsafe; every caller sets the same values.
             std::env::set_var(key, value);
         }
-        let stdin = child.stdin.take().unwrap();
-        S3Server { endpoint, _child: child, _stdin: stdin }
+        server
     })
+}
+
+/// A second server that checks credentials (moto's IAM emulation from the first request on):
+/// the test credentials are unknown to it, so every request is denied (403).
+pub fn denying_server() -> S3Server {
+    spawn(&[], &[("INITIAL_NO_AUTH_ACTION_COUNT", "0")])
+}
+
+fn spawn(buckets: &[&str], extra_env: &[(&str, &str)]) -> S3Server {
+    // Standalone (benches include this file too): the venv's Python, the fixture by path.
+    let python = std::env::var("PROMPTAD_PYTHON").unwrap_or_else(|_| format!("{}/.cache/promptad/venv/bin/python", std::env::var("HOME").unwrap_or_default()));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/s3_server.py");
+    let mut child = Command::new(python)
+        .arg(script)
+        .args(buckets)
+        .envs(extra_env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("cannot start the S3 test server (run scripts/bootstrap.sh: it installs moto[server])");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let port: u16 = line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("the S3 test server did not start: {line:?}"));
+    let stdin = child.stdin.take().unwrap();
+    S3Server { endpoint: format!("http://127.0.0.1:{port}"), _child: child, _stdin: stdin }
 }
 
 /// The environment a client of `endpoint` needs.
