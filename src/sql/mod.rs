@@ -117,7 +117,7 @@ pub async fn session_with_config(out: &Location, runs: RunSelection, config: Ses
     let (files, run) = tokio::task::spawn_blocking(move || select_files(&out_for_listing, &runs_for_listing)).await??;
     let ctx = SessionContext::new_with_config(config.with_information_schema(true));
     crate::metrics::register_all(&ctx);
-    let store_url = ObjectStoreUrl::parse(store_root(out.url()))?;
+    let store_url = ObjectStoreUrl::parse(out.store_url())?;
     ctx.runtime_env().register_object_store(store_url.as_ref(), out.store());
     for table in TABLES {
         let urls = files[table].iter().map(|f| ListingTableUrl::parse(out.url_of(f))).collect::<datafusion::error::Result<Vec<_>>>()?;
@@ -127,15 +127,6 @@ pub async fn session_with_config(out: &Location, runs: RunSelection, config: Ses
         tracing::debug!(run = %run, "session over one run");
     }
     Ok(ctx)
-}
-
-/// `s3://bucket` or `file://` of a store URL.
-fn store_root(url: &str) -> String {
-    match url.split_once("://") {
-        Some(("file", _)) => "file://".into(),
-        Some((scheme, rest)) => format!("{scheme}://{}", rest.split('/').next().unwrap_or_default()),
-        None => url.into(),
-    }
 }
 
 /// The committed files of the selected runs, per table, and the run chosen (if one).

@@ -59,8 +59,10 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 #[derive(Clone)]
 pub struct Location {
     store: Arc<dyn ObjectStore>,
+    /// The URL of the store itself: `s3://bucket` or `file://`.
+    store_url: String,
     prefix: StorePath,
-    /// The URL of the folder, without a trailing slash: `s3://bucket/a/b` or `file:///abs/a/b`.
+    /// `store_url` and `prefix`, without a trailing slash: `s3://bucket/a/b` or `file:///abs/a/b`.
     url: String,
 }
 
@@ -108,8 +110,7 @@ impl Location {
                     .map_err(|e| StoreError::BadUrl { url: text.into(), reason: format!("{e} (check the AWS_* environment)") })?;
                 let prefix = StorePath::parse(key.trim_end_matches('/'))
                     .map_err(|e| StoreError::BadUrl { url: text.into(), reason: e.to_string() })?;
-                let url = format!("s3://{bucket}/{prefix}").trim_end_matches('/').to_string();
-                Ok(Self { store: Arc::new(store), prefix, url })
+                Ok(Self::at(Arc::new(store), format!("s3://{bucket}"), prefix))
             }
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("file") => {
                 let decoded = url_decode(rest);
@@ -130,26 +131,27 @@ impl Location {
         let absolute = std::path::absolute(path).map_err(|e| StoreError::BadUrl { url: text.into(), reason: e.to_string() })?;
         let absolute = normalize(&absolute);
         let prefix = StorePath::from_absolute_path(&absolute).map_err(|e| StoreError::BadUrl { url: text.into(), reason: e.to_string() })?;
-        let url = format!("file:///{prefix}").trim_end_matches('/').to_string();
-        Ok(Self { store: Arc::new(LocalFileSystem::new()), prefix, url })
+        Ok(Self::at(Arc::new(LocalFileSystem::new()), "file://".into(), prefix))
+    }
+
+    fn at(store: Arc<dyn ObjectStore>, store_url: String, prefix: StorePath) -> Self {
+        let url = format!("{store_url}/{prefix}").trim_end_matches('/').to_string();
+        Self { store, store_url, prefix, url }
     }
 
     /// The folder `rel` (slash-separated) below this one.
     pub fn join(&self, rel: &str) -> Self {
-        let prefix = self.path(rel);
-        let url = match self.url.split_once("://") {
-            Some(("file", _)) => format!("file:///{prefix}"),
-            Some((scheme, rest)) => {
-                let bucket = rest.split('/').next().unwrap_or_default();
-                format!("{scheme}://{bucket}/{prefix}")
-            }
-            None => unreachable!("urls carry a scheme"),
-        };
-        Self { store: self.store.clone(), prefix, url: url.trim_end_matches('/').to_string() }
+        Self::at(self.store.clone(), self.store_url.clone(), self.path(rel))
     }
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The URL of the store this folder is on (`s3://bucket`, `file://`), under which a query
+    /// engine registers [`Location::store`].
+    pub fn store_url(&self) -> &str {
+        &self.store_url
     }
 
     /// The URL of the object `rel` below this folder.
@@ -162,7 +164,7 @@ impl Location {
     }
 
     pub fn is_local(&self) -> bool {
-        self.url.starts_with("file://")
+        self.store_url == "file://"
     }
 
     /// The local folder of a `file://` location.
@@ -188,6 +190,16 @@ impl Location {
     pub fn get(&self, rel: &str) -> Result<Bytes, StoreError> {
         let url = self.url_of(rel);
         block_on(async { self.store.get(&self.path(rel)).await?.bytes().await }).map_err(|e| StoreError::from_object_store(e, &url, "read"))
+    }
+
+    /// The bytes of the object `rel`, or `None` if there is none (one request, not a HEAD and a
+    /// GET).
+    pub fn get_if_exists(&self, rel: &str) -> Result<Option<Bytes>, StoreError> {
+        match self.get(rel) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn get_range(&self, rel: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
