@@ -120,10 +120,10 @@ impl Artifact {
     /// Reads the artifact at `location` (any store), checking that its tensors are the ones its
     /// manifest was written for.
     pub fn read(location: &Location) -> Result<Self> {
-        if !location.exists(MANIFEST)? {
+        let Some(manifest) = location.get_if_exists(MANIFEST)? else {
             bail!("{location} is not a complete model artifact (no {MANIFEST}); was training interrupted, or is the URL wrong? Re-run `promptad train`");
-        }
-        let manifest: Manifest = serde_json::from_slice(&location.get(MANIFEST)?).with_context(|| format!("cannot parse {}", location.url_of(MANIFEST)))?;
+        };
+        let manifest: Manifest = serde_json::from_slice(&manifest).with_context(|| format!("cannot parse {}", location.url_of(MANIFEST)))?;
         if manifest.format_version != FORMAT_VERSION {
             bail!("{} has artifact format {}, this promptad reads {FORMAT_VERSION}", location.url_of(MANIFEST), manifest.format_version);
         }

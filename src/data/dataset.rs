@@ -42,10 +42,11 @@ impl Dataset {
     pub fn open(url: &str) -> Result<Self> {
         let root = Location::parse(url)?;
         root.check_reachable()?;
-        if root.exists(SHARD_LIST)? || root.list_dirs("")?.iter().any(|d| d.starts_with("category=")) {
+        let folders = root.list_dirs("")?;
+        if folders.iter().any(|d| d.starts_with("category=")) || root.exists(SHARD_LIST)? {
             return Ok(Self::Shards(root));
         }
-        if root.list_dirs("")?.is_empty() {
+        if folders.is_empty() {
             return Err(DataError::NoDataset { url: root.url().to_string() }.into());
         }
         Ok(Self::Folder(root))

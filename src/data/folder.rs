@@ -70,7 +70,8 @@ pub struct CategoryFolder {
     pub test: Vec<Sample>,
 }
 
-fn is_image(name: &str) -> bool {
+/// Whether `name` has an image extension (png, jpg, jpeg, bmp, tif, tiff; any case).
+pub(crate) fn is_image(name: &str) -> bool {
     name.rsplit_once('.').is_some_and(|(_, e)| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 

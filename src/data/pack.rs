@@ -7,7 +7,7 @@ use bytes::Bytes;
 use rayon::prelude::*;
 
 use super::dataset::fetch;
-use super::folder::{list_categories, scan_category, Sample};
+use super::folder::{is_image, list_categories, scan_category, Sample, Split};
 use super::shard::{write_shard, ImageRecord, ShardInfo, ShardList, ROWS_PER_ROW_GROUP, SHARD_LIST, SHARD_SCHEMA_VERSION};
 use crate::store::Location;
 
@@ -49,7 +49,7 @@ pub fn pack(src: &Location, dst: &Location, options: &PackOptions, mut on_images
             if samples.is_empty() {
                 bail!("{src}: no images found (png, jpg, jpeg, bmp, tif, tiff)");
             }
-            shards.extend(pack_split(src, dst, category, "test", &samples, options.rows_per_shard, &mut on_images)?);
+            shards.extend(pack_split(src, dst, category, "test", &samples, false, options.rows_per_shard, &mut on_images)?);
         }
         None => {
             let available = list_categories(src)?;
@@ -62,8 +62,8 @@ pub fn pack(src: &Location, dst: &Location, options: &PackOptions, mut on_images
                     bail!("category {category:?} not found in {src}; available: [{}]", available.join(", "));
                 }
                 let folder = scan_category(src, category)?;
-                shards.extend(pack_split(src, dst, category, "train", &folder.train_good, options.rows_per_shard, &mut on_images)?);
-                shards.extend(pack_split(src, dst, category, "test", &folder.test, options.rows_per_shard, &mut on_images)?);
+                shards.extend(pack_split(src, dst, category, "train", &folder.train_good, true, options.rows_per_shard, &mut on_images)?);
+                shards.extend(pack_split(src, dst, category, "test", &folder.test, true, options.rows_per_shard, &mut on_images)?);
             }
         }
     }
@@ -72,19 +72,21 @@ pub fn pack(src: &Location, dst: &Location, options: &PackOptions, mut on_images
     Ok(list)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn pack_split(
     src: &Location,
     dst: &Location,
     category: &str,
     split: &str,
     samples: &[Sample],
+    labelled: bool,
     rows_per_shard: usize,
     on_images: &mut impl FnMut(usize),
 ) -> Result<Vec<ShardInfo>> {
     let mut shards = Vec::new();
     for (index, chunk) in samples.chunks(rows_per_shard).enumerate() {
         // Fetched one row group at a time, in parallel within it.
-        let groups = chunk.chunks(ROWS_PER_ROW_GROUP).map(|group| -> Result<Vec<ImageRecord>> { group.par_iter().map(|s| fetch(src, s).map(|r| unlabel_if_plain(r, s))).collect() });
+        let groups = chunk.chunks(ROWS_PER_ROW_GROUP).map(|group| -> Result<Vec<ImageRecord>> { group.par_iter().map(|s| fetch(src, s).map(|r| if labelled { r } else { unlabelled(r) })).collect() });
         let records = groups.flat_map(|group| match group {
             Ok(records) => records.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(e) => vec![Err(e)],
@@ -96,33 +98,24 @@ fn pack_split(
     Ok(shards)
 }
 
-/// Every image below `src`, sorted, as samples of `category` without labels.
+/// Every image below `src`, sorted, as samples of `category` (their labels are dropped by
+/// [`unlabelled`]).
 fn plain_samples(src: &Location, category: &str) -> Result<Vec<Sample>> {
-    const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
     Ok(src
         .list("")?
         .iter()
         .map(|o| src.relative(&o.location))
-        .filter(|rel| rel.rsplit_once('.').is_some_and(|(_, e)| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())))
+        .filter(|rel| is_image(rel))
         .map(|rel| {
             let id_path = rel.rsplit_once('.').map_or(rel.as_str(), |(s, _)| s).to_string();
-            Sample {
-                id: format!("{category}/test/{id_path}"),
-                category: category.into(),
-                split: super::folder::Split::Test,
-                // Marks the sample as unlabelled for `unlabel_if_plain`.
-                defect_type: String::new(),
-                image: rel,
-                mask: None,
-            }
+            Sample { id: format!("{category}/test/{id_path}"), category: category.into(), split: Split::Test, defect_type: String::new(), image: rel, mask: None }
         })
         .collect())
 }
 
-fn unlabel_if_plain(mut record: ImageRecord, sample: &Sample) -> ImageRecord {
-    if sample.defect_type.is_empty() {
-        record.defect_type = None;
-        record.gt_label = None;
-    }
+/// An archive image: no defect type, no label.
+fn unlabelled(mut record: ImageRecord) -> ImageRecord {
+    record.defect_type = None;
+    record.gt_label = None;
     record
 }

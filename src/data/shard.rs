@@ -155,10 +155,7 @@ pub fn list_shards(root: &Location) -> Result<Vec<ShardInfo>> {
 }
 
 pub fn read_shard_list(root: &Location) -> Result<Option<ShardList>> {
-    if !root.exists(SHARD_LIST)? {
-        return Ok(None);
-    }
-    let bytes = root.get(SHARD_LIST)?;
+    let Some(bytes) = root.get_if_exists(SHARD_LIST)? else { return Ok(None) };
     let list: ShardList = serde_json::from_slice(&bytes).with_context(|| format!("{} is not a shard list", root.url_of(SHARD_LIST)))?;
     if list.schema_version != SHARD_SCHEMA_VERSION {
         bail!("{} has shard schema version {}, this promptad reads {SHARD_SCHEMA_VERSION}", root.url_of(SHARD_LIST), list.schema_version);

@@ -484,8 +484,8 @@ fn publish_manifest_if_complete(out: &Location, plan: &RunPlan, overwrite: bool)
     let mut files = Vec::new();
     for unit in &plan.units {
         let rel = unit_record_file(&plan.run_id, &plan.category, &unit.name);
-        let Some(_) = out.head(&rel)? else { return Ok(false) };
-        let record: UnitRecord = serde_json::from_slice(&out.get(&rel)?).map_err(|e| anyhow!("{}: {e}", out.url_of(&rel)))?;
+        let Some(record) = out.get_if_exists(&rel)? else { return Ok(false) };
+        let record: UnitRecord = serde_json::from_slice(&record).map_err(|e| anyhow!("{}: {e}", out.url_of(&rel)))?;
         images += record.images;
         skipped += record.skipped;
         files.extend(record.files.into_values());
@@ -525,8 +525,8 @@ pub fn committed_files(out: &Location) -> Result<(BTreeMap<String, Vec<String>>,
         for category in out.list_dirs(&format!("{RUNS_DIR}/{run}"))? {
             let dir = format!("{RUNS_DIR}/{run}/{category}");
             let manifest_file = format!("{dir}/manifest.json");
-            if out.exists(&manifest_file)? {
-                let manifest: RunManifest = serde_json::from_slice(&out.get(&manifest_file)?).map_err(|e| anyhow!("{}: {e}", out.url_of(&manifest_file)))?;
+            if let Some(manifest) = out.get_if_exists(&manifest_file)? {
+                let manifest: RunManifest = serde_json::from_slice(&manifest).map_err(|e| anyhow!("{}: {e}", out.url_of(&manifest_file)))?;
                 manifest.files.iter().cloned().for_each(&mut add);
                 manifests.push(manifest);
                 continue;
