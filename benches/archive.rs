@@ -32,12 +32,22 @@ const CATEGORY: &str = "marble";
 const ROWS_PER_SHARD: usize = 256;
 
 fn env_list(name: &str, default: &str) -> Vec<String> {
-    std::env::var(name).unwrap_or_else(|_| default.into()).split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 fn promptad(args: &[&str]) -> (String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_promptad")).args(args).env("RUST_LOG", "info").output().expect("start promptad");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let out = Command::new(env!("CARGO_BIN_EXE_promptad"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("start promptad");
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     assert!(out.status.success(), "promptad {args:?}:\n{stdout}\n{stderr}");
     (stdout, stderr)
 }
@@ -64,8 +74,10 @@ fn source(distinct: usize) -> PathBuf {
 fn build_archive(data: &Path, root: &Location, images: usize) {
     let local = Location::parse(data.to_str().unwrap()).unwrap();
     let folder = promptad::data::folder::scan_category(&local, CATEGORY).unwrap();
-    let records: Vec<ImageRecord> = folder.test.iter().map(|s| promptad::data::dataset::fetch(&local, s).unwrap()).collect();
-    let train: Vec<ImageRecord> = folder.train_good.iter().map(|s| promptad::data::dataset::fetch(&local, s).unwrap()).collect();
+    let records: Vec<ImageRecord> =
+        folder.test.iter().map(|s| promptad::data::dataset::fetch(&local, s).unwrap()).collect();
+    let train: Vec<ImageRecord> =
+        folder.train_good.iter().map(|s| promptad::data::dataset::fetch(&local, s).unwrap()).collect();
     let mut shards: Vec<ShardInfo> = vec![write_shard(root, CATEGORY, "train", 0, train.into_iter().map(Ok)).unwrap()];
     for (index, start) in (0..images).step_by(ROWS_PER_SHARD).enumerate() {
         let rows = (start..(start + ROWS_PER_SHARD).min(images)).map(|i| {
@@ -87,7 +99,19 @@ fn case(store: &str, images: usize, data: &Path, model: &str, scratch: &Path) ->
     let shards = Location::parse(&format!("{root}/shards")).unwrap();
     build_archive(data, &shards, images);
     let out = format!("{root}/scores");
-    let (_, stderr) = promptad(&["score", "--model", model, "--data", shards.url(), "--out", &out, "--device", "cpu", "--batch-size", "16"]);
+    let (_, stderr) = promptad(&[
+        "score",
+        "--model",
+        model,
+        "--data",
+        shards.url(),
+        "--out",
+        &out,
+        "--device",
+        "cpu",
+        "--batch-size",
+        "16",
+    ]);
     let finished: serde_json::Value = stderr
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -106,13 +130,31 @@ fn main() {
     if !started_by_cargo_bench() {
         return;
     }
-    let distinct: usize = std::env::var("PROMPTAD_BENCH_ARCHIVE_DISTINCT").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
+    let distinct: usize =
+        std::env::var("PROMPTAD_BENCH_ARCHIVE_DISTINCT").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
     let data = source(distinct);
     let scratch = tempfile::tempdir().unwrap();
     let model = scratch.path().join("model");
     promptad(&[
-        "train", "--data", data.to_str().unwrap(), "--category", CATEGORY, "--category-name", "marble", "-k", "1", "--steps", "1",
-        "--model-config", "demo-vit-240", "--random-init", "1", "--device", "cpu", "--out", model.to_str().unwrap(),
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--category",
+        CATEGORY,
+        "--category-name",
+        "marble",
+        "-k",
+        "1",
+        "--steps",
+        "1",
+        "--model-config",
+        "demo-vit-240",
+        "--random-init",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        model.to_str().unwrap(),
     ]);
     for store in env_list("PROMPTAD_BENCH_ARCHIVE_STORES", "file,s3") {
         for images in env_list("PROMPTAD_BENCH_ARCHIVE_SIZES", "1000,10000") {

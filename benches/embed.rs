@@ -68,11 +68,20 @@ fn main() {
     let manifest = manifest_dir();
     let tmp = tempfile::tempdir().unwrap();
     let weights = full_size_weights(tmp.path());
-    eprintln!("machine: {} cpus; each case runs >= {min_seconds}s after a warm-up, in its own process", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    eprintln!(
+        "machine: {} cpus; each case runs >= {min_seconds}s after a warm-up, in its own process",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!("| implementation | batch | images/s | peak RSS (MiB) |");
     println!("|---|---|---|---|");
     let row = |r: &serde_json::Value| {
-        println!("| {} | {} | {:.3} | {:.0} |", r["impl"].as_str().unwrap_or("?"), r["batch"], r["images_per_s"].as_f64().unwrap_or(f64::NAN), r["peak_rss_mib"].as_f64().unwrap_or(f64::NAN));
+        println!(
+            "| {} | {} | {:.3} | {:.0} |",
+            r["impl"].as_str().unwrap_or("?"),
+            r["batch"],
+            r["images_per_s"].as_f64().unwrap_or(f64::NAN),
+            r["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)
+        );
     };
     for &batch in &batches {
         for mode in ["encode_image", "embed"] {

@@ -160,7 +160,12 @@ impl Reader {
     }
 }
 
-fn stats_of(reader: &mut Reader, index: usize, map: &mut [u16], mask: &mut [u8]) -> datafusion::error::Result<ImageStats> {
+fn stats_of(
+    reader: &mut Reader,
+    index: usize,
+    map: &mut [u16],
+    mask: &mut [u8],
+) -> datafusion::error::Result<ImageStats> {
     reader.read(index, map, mask)?;
     ImageStats::from_map(map, mask, SIDE, SIDE).map_err(|e| DataFusionError::External(Box::new(e)))
 }
@@ -232,7 +237,13 @@ fn ours_case(source: Source, images: usize) {
     let ctx = session();
     let parts = cores().min(images.max(1));
     let partitions: Vec<Arc<dyn PartitionStream>> = (0..parts)
-        .map(|p| Arc::new(StatsPartition { schema: stats_schema(), source: source.clone(), range: p * images / parts..(p + 1) * images / parts }) as _)
+        .map(|p| {
+            Arc::new(StatsPartition {
+                schema: stats_schema(),
+                source: source.clone(),
+                range: p * images / parts..(p + 1) * images / parts,
+            }) as _
+        })
         .collect();
     ctx.register_table("pixel_stats", Arc::new(StreamingTable::try_new(stats_schema(), partitions).unwrap())).unwrap();
     let (auroc, aupro) = run_query(&ctx);
@@ -263,7 +274,9 @@ fn memtable_case(dir: &Path, images: usize) {
     let chunk = images.div_ceil(parts).max(1);
     let partitions: Vec<Vec<RecordBatch>> = stats
         .chunks(chunk)
-        .map(|part| part.chunks(BATCH).map(|b| RecordBatch::try_new(stats_schema(), vec![to_arrow(b)]).unwrap()).collect())
+        .map(|part| {
+            part.chunks(BATCH).map(|b| RecordBatch::try_new(stats_schema(), vec![to_arrow(b)]).unwrap()).collect()
+        })
         .collect();
     drop(stats);
     let ctx = session();
@@ -371,12 +384,23 @@ fn main() {
             assert_eq!(f(other, m).to_bits(), f(&ours, m).to_bits(), "{m}: {other} vs {ours}");
         }
     }
-    println!("{} images of {SIDE}×{SIDE} ({:.2e} pixels), {} with defects; {} cores\n", n, (n * PIXELS) as f64, data["defective_images"], cores());
+    println!(
+        "{} images of {SIDE}×{SIDE} ({:.2e} pixels), {} with defects; {} cores\n",
+        n,
+        (n * PIXELS) as f64,
+        data["defective_images"],
+        cores()
+    );
     println!("| case | images | pixel AUROC | AUPRO (0.3) | time (s) | peak RSS (MiB) | RSS before (MiB) |\n|---|---|---|---|---|---|---|");
     let row = |name: &str, v: &serde_json::Value| {
         println!(
             "| {name} | {} | {:.12} | {:.12} | {:.2} | {:.0} | {:.0} |",
-            v["images"], f(v, "pixel_auroc"), f(v, "pixel_aupro"), f(v, "seconds"), f(v, "peak_rss_mib"), f(v, "baseline_rss_mib")
+            v["images"],
+            f(v, "pixel_auroc"),
+            f(v, "pixel_aupro"),
+            f(v, "seconds"),
+            f(v, "peak_rss_mib"),
+            f(v, "baseline_rss_mib")
         )
     };
     row("ours: streaming table, stats per image + SQL", &ours);
@@ -393,7 +417,10 @@ fn main() {
         f(&memtable, "mean_bins_per_image")
     );
     if let Some(r) = &reference {
-        let (da, dp) = ((f(r, "pixel_auroc") - f(&ours, "pixel_auroc")).abs(), (f(r, "pixel_aupro") - f(&ours, "pixel_aupro")).abs());
+        let (da, dp) = (
+            (f(r, "pixel_auroc") - f(&ours, "pixel_auroc")).abs(),
+            (f(r, "pixel_aupro") - f(&ours, "pixel_aupro")).abs(),
+        );
         println!("|Δ| to the reference: pixel AUROC {da:.2e}, AUPRO {dp:.2e} (tolerance {TOLERANCE:.0e})");
         println!(
             "reference: load {:.2} s, pixel AUROC {:.2} s, AUPRO {:.2} s",

@@ -15,15 +15,15 @@ use std::time::Instant;
 use common::{full_size_weights, peak_rss_mib, run_self, started_by_cargo_bench};
 use promptad::artifact::{Artifact, Backbone, Weights};
 use promptad::clip::{Clip, ModelConfig, Precision};
+use promptad::data::dataset::Dataset;
 use promptad::data::prepare::Compat;
 use promptad::data::synth::{generate, SynthConfig};
 use promptad::detect::DetectConfig;
 use promptad::pipeline::score::{score_category, ScoreOptions};
 use promptad::pipeline::train::{train_category, TrainJob};
-use promptad::data::dataset::Dataset;
-use promptad::store::Location;
 use promptad::prompt::learner::PromptConfig;
 use promptad::prompt::train::{Head, TrainConfig};
+use promptad::store::Location;
 use tch::Device;
 
 const CATEGORY: &str = "washer";
@@ -53,7 +53,12 @@ fn job(data: &Path, k: usize, steps: usize) -> TrainJob {
         dataset: data.display().to_string(),
         category: CATEGORY.into(),
         category_name: Some(CATEGORY.into()),
-        anomaly_suffixes: Some(vec!["{} with scratch".into(), "{} with crack".into(), "{} with missing part".into(), "{} with stain".into()]),
+        anomaly_suffixes: Some(vec![
+            "{} with scratch".into(),
+            "{} with crack".into(),
+            "{} with missing part".into(),
+            "{} with stain".into(),
+        ]),
         k,
         seed: 111,
         shots: None,
@@ -70,7 +75,11 @@ fn train_case(weights: &Path, data: &Path, k: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let mut step_times: Vec<(Head, Instant)> = Vec::new();
     let started = Instant::now();
-    let manifest = train_category(&job(data, k, steps), &clip, backbone, &location(&tmp.path().join("m")), false, |head, _, _| step_times.push((head, Instant::now()))).unwrap();
+    let manifest =
+        train_category(&job(data, k, steps), &clip, backbone, &location(&tmp.path().join("m")), false, |head, _, _| {
+            step_times.push((head, Instant::now()))
+        })
+        .unwrap();
     let total = started.elapsed().as_secs_f64();
     let per_step = |head: Head| {
         let report = if head == Head::Image { &manifest.image_head.report } else { &manifest.pixel_head.report };
@@ -94,7 +103,17 @@ fn score_case(weights: &Path, data: &Path) {
     let options = ScoreOptions { batch_size: 8, compat: Compat::Rgb, ..ScoreOptions::default() };
     let started = Instant::now();
     let dataset = Dataset::open(&data.display().to_string()).unwrap();
-    let summary = score_category(&artifact, &clip, DetectConfig::default(), &dataset, CATEGORY, &location(&tmp.path().join("s")), &options, |_| {}).unwrap();
+    let summary = score_category(
+        &artifact,
+        &clip,
+        DetectConfig::default(),
+        &dataset,
+        CATEGORY,
+        &location(&tmp.path().join("s")),
+        &options,
+        |_| {},
+    )
+    .unwrap();
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{}",
@@ -120,7 +139,15 @@ fn main() {
     let weights = full_size_weights(tmp.path());
     let data = tmp.path().join("data");
     let per_type = env_usize("PROMPTAD_BENCH_TEST_IMAGES", 6);
-    let synth = SynthConfig { seed: 1, categories: vec![CATEGORY.into()], image_size: 256, train_good: 4, test_good: per_type, test_defective_per_type: per_type, overwrite: false };
+    let synth = SynthConfig {
+        seed: 1,
+        categories: vec![CATEGORY.into()],
+        image_size: 256,
+        train_good: 4,
+        test_good: per_type,
+        test_defective_per_type: per_type,
+        overwrite: false,
+    };
     generate(&synth, &data, || {}).unwrap();
     let (w, d) = (weights.to_str().unwrap(), data.to_str().unwrap());
     println!("| case | result | peak RSS (MiB) |\n|---|---|---|");
@@ -133,5 +160,11 @@ fn main() {
         );
     }
     let r = run_self(&["--case", "score", w, d]);
-    println!("| score, batch 8 | {:.3} images/s ({} images in {:.1} s, incl. decode and Parquet writes) | {:.0} |", r["images_per_s"].as_f64().unwrap(), r["images"], r["seconds"].as_f64().unwrap(), r["peak_rss_mib"].as_f64().unwrap());
+    println!(
+        "| score, batch 8 | {:.3} images/s ({} images in {:.1} s, incl. decode and Parquet writes) | {:.0} |",
+        r["images_per_s"].as_f64().unwrap(),
+        r["images"],
+        r["seconds"].as_f64().unwrap(),
+        r["peak_rss_mib"].as_f64().unwrap()
+    );
 }

@@ -123,9 +123,14 @@ impl Artifact {
         let Some(manifest) = location.get_if_exists(MANIFEST)? else {
             bail!("{location} is not a complete model artifact (no {MANIFEST}); was training interrupted, or is the URL wrong? Re-run `promptad train`");
         };
-        let manifest: Manifest = serde_json::from_slice(&manifest).with_context(|| format!("cannot parse {}", location.url_of(MANIFEST)))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&manifest).with_context(|| format!("cannot parse {}", location.url_of(MANIFEST)))?;
         if manifest.format_version != FORMAT_VERSION {
-            bail!("{} has artifact format {}, this promptad reads {FORMAT_VERSION}", location.url_of(MANIFEST), manifest.format_version);
+            bail!(
+                "{} has artifact format {}, this promptad reads {FORMAT_VERSION}",
+                location.url_of(MANIFEST),
+                manifest.format_version
+            );
         }
         let tensor_url = location.url_of(TENSORS);
         let bytes = location.get(TENSORS)?;
@@ -151,7 +156,12 @@ impl Artifact {
     /// Writes `tensors` and `manifest` (its `version` filled in here) to `location`. The manifest
     /// goes last and marks the artifact complete; when replacing (`overwrite`), the old manifest
     /// is removed first, so a reader never pairs it with new tensors.
-    pub fn write(location: &Location, mut manifest: Manifest, tensors: &[(String, Tensor)], overwrite: bool) -> Result<Manifest> {
+    pub fn write(
+        location: &Location,
+        mut manifest: Manifest,
+        tensors: &[(String, Tensor)],
+        overwrite: bool,
+    ) -> Result<Manifest> {
         if location.exists(MANIFEST)? || location.exists(TENSORS)? {
             if !overwrite {
                 bail!("{location} already holds a model artifact; pass --overwrite to replace it");
@@ -160,7 +170,10 @@ impl Artifact {
         }
         let staging = tempfile::Builder::new().prefix(".promptad-artifact-").tempdir()?;
         let staged = staging.path().join(TENSORS);
-        let cpu: Vec<(String, Tensor)> = tensors.iter().map(|(k, t)| (k.clone(), t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous())).collect();
+        let cpu: Vec<(String, Tensor)> = tensors
+            .iter()
+            .map(|(k, t)| (k.clone(), t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous()))
+            .collect();
         Tensor::write_safetensors(&cpu, &staged)?;
         let bytes = std::fs::read(&staged)?;
         manifest.version = content_version(&bytes);
@@ -215,9 +228,20 @@ fn prompts_table(manifest: &Manifest, tensors: &[(String, Tensor)]) -> Result<ar
         _ => unreachable!("list column"),
     };
     let shapes: Vec<Vec<i64>> = tensors.iter().map(|(_, t)| t.size()).collect();
-    let values: Vec<Vec<f32>> = tensors.iter().map(|(_, t)| Vec::<f32>::try_from(t.flatten(0, -1))).collect::<Result<_, _>>()?;
-    let shape = ListArray::new(list_field(5), OffsetBuffer::from_lengths(shapes.iter().map(Vec::len)), Arc::new(Int64Array::from_iter_values(shapes.concat())), None);
-    let value = ListArray::new(list_field(6), OffsetBuffer::from_lengths(values.iter().map(Vec::len)), Arc::new(Float32Array::from_iter_values(values.concat())), None);
+    let values: Vec<Vec<f32>> =
+        tensors.iter().map(|(_, t)| Vec::<f32>::try_from(t.flatten(0, -1))).collect::<Result<_, _>>()?;
+    let shape = ListArray::new(
+        list_field(5),
+        OffsetBuffer::from_lengths(shapes.iter().map(Vec::len)),
+        Arc::new(Int64Array::from_iter_values(shapes.concat())),
+        None,
+    );
+    let value = ListArray::new(
+        list_field(6),
+        OffsetBuffer::from_lengths(values.iter().map(Vec::len)),
+        Arc::new(Float32Array::from_iter_values(values.concat())),
+        None,
+    );
     let repeat = |v: &str| Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, n))) as ArrayRef;
     Ok(arrow::array::RecordBatch::try_new(
         schema.clone(),

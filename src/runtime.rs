@@ -80,7 +80,11 @@ fn verify_version(info: &TorchInfo) -> Result<(), RuntimeError> {
     if let (Some(loaded), Some(path)) = (&info.loaded_version, &info.loaded_lib) {
         let release = loaded.split('+').next().unwrap_or(loaded);
         if release != info.required {
-            return Err(RuntimeError::VersionMismatch { required: info.required.into(), loaded: loaded.clone(), path: path.clone() });
+            return Err(RuntimeError::VersionMismatch {
+                required: info.required.into(),
+                loaded: loaded.clone(),
+                path: path.clone(),
+            });
         }
     }
     Ok(())
@@ -98,10 +102,15 @@ pub fn self_test(device: Device) -> Result<(), RuntimeError> {
         path: path.clone(),
     };
     let opts = (Kind::Float, device);
-    let conv = Tensor::ones([1, 1, 3, 3], opts).conv2d(&Tensor::ones([1, 1, 2, 2], opts), None::<&Tensor>, [1], [0], [1], 1);
+    let conv =
+        Tensor::ones([1, 1, 3, 3], opts).conv2d(&Tensor::ones([1, 1, 2, 2], opts), None::<&Tensor>, [1], [0], [1], 1);
     let conv_values: Vec<f32> = Vec::try_from(conv.flatten(0, -1).to_device(Device::Cpu)).unwrap_or_default();
     if conv.size() != [1, 1, 2, 2] || conv_values != [4.0; 4] {
-        return Err(fail("conv2d(ones 3×3, ones 2×2)", format!("{:?} {conv_values:?}", conv.size()), "[1, 1, 2, 2] of 4.0"));
+        return Err(fail(
+            "conv2d(ones 3×3, ones 2×2)",
+            format!("{:?} {conv_values:?}", conv.size()),
+            "[1, 1, 2, 2] of 4.0",
+        ));
     }
     let a = Tensor::from_slice(&[1f32, 2., 3., 4.]).view([2, 2]).to_device(device);
     let b = Tensor::from_slice(&[5f32, 6.]).view([2, 1]).to_device(device);
@@ -130,7 +139,11 @@ pub fn parse_device(name: &str) -> Result<Device, RuntimeError> {
     if let Device::Cuda(n) = device {
         let count = tch::Cuda::device_count();
         if n as i64 >= count {
-            let available = if count == 0 { "no CUDA device is visible (is this a GPU node, and is libtorch_cuda linked?)".to_string() } else { format!("only {count} CUDA device(s) are visible") };
+            let available = if count == 0 {
+                "no CUDA device is visible (is this a GPU node, and is libtorch_cuda linked?)".to_string()
+            } else {
+                format!("only {count} CUDA device(s) are visible")
+            };
             return Err(RuntimeError::DeviceUnavailable { requested: name.into(), available });
         }
     }

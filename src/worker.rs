@@ -88,7 +88,9 @@ pub enum WorkerError {
     MissingModel { url: String, train_index: usize },
     #[error("{url} holds a model of {found}, not of {expected}: another spec writes to the same train.artifacts; give each spec its own")]
     ForeignArtifact { url: String, found: String, expected: String },
-    #[error("category {category:?} is not in {data} (it has: {available}); fix the spec's categories or the archive's URL")]
+    #[error(
+        "category {category:?} is not in {data} (it has: {available}); fix the spec's categories or the archive's URL"
+    )]
     MissingCategory { category: String, data: String, available: String },
     #[error("{count} image(s) could not be read or decoded; they are recorded in the scores table with their error (column error); fix or remove them, then rerun with --overwrite")]
     BadImages { count: usize },
@@ -119,13 +121,18 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> Option<u8> {
         return match e {
             DataError::Store(e) => store_class(e),
             DataError::UnknownCategory { .. } | DataError::NoDataset { .. } => Some(exit::MISSING_INPUT),
-            DataError::NotEnoughShots { .. } | DataError::UnknownShot { .. } | DataError::MissingMask { .. } | DataError::Image { .. } => Some(exit::BAD_INPUT),
+            DataError::NotEnoughShots { .. }
+            | DataError::UnknownShot { .. }
+            | DataError::MissingMask { .. }
+            | DataError::Image { .. } => Some(exit::BAD_INPUT),
             DataError::Io { .. } => None,
         };
     }
     if let Some(e) = error.downcast_ref::<PromptError>() {
         return match e {
-            PromptError::UnknownCategory { .. } | PromptError::BadState { .. } | PromptError::Config(_) => Some(exit::BAD_SPEC),
+            PromptError::UnknownCategory { .. } | PromptError::BadState { .. } | PromptError::Config(_) => {
+                Some(exit::BAD_SPEC)
+            }
             PromptError::Clip(crate::clip::ClipError::Checkpoint(_)) => Some(exit::BAD_INPUT),
             _ => None,
         };
@@ -145,7 +152,9 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> Option<u8> {
 fn store_class(error: &StoreError) -> Option<u8> {
     match error {
         StoreError::BadUrl { .. } => Some(exit::BAD_SPEC),
-        StoreError::NotFound { .. } | StoreError::NoBucket { .. } | StoreError::Denied { .. } => Some(exit::MISSING_INPUT),
+        StoreError::NotFound { .. } | StoreError::NoBucket { .. } | StoreError::Denied { .. } => {
+            Some(exit::MISSING_INPUT)
+        }
         e if e.is_transient() => Some(exit::TEMPORARY),
         _ => None,
     }
@@ -177,7 +186,10 @@ pub fn handle_sigterm() -> Result<()> {
             }
         });
     })?;
-    installed.recv().map_err(|_| anyhow::anyhow!("the SIGTERM handler thread died"))?.map_err(|e| anyhow::anyhow!("cannot handle SIGTERM: {e}"))
+    installed
+        .recv()
+        .map_err(|_| anyhow::anyhow!("the SIGTERM handler thread died"))?
+        .map_err(|e| anyhow::anyhow!("cannot handle SIGTERM: {e}"))
 }
 
 /// Whether SIGTERM arrived (always false unless [`handle_sigterm`] was called).
@@ -230,7 +242,10 @@ pub fn fetch_weights(url: &str) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(&dir).map_err(|source| StoreError::Local { path: dir.clone(), source })?;
     let started = std::time::Instant::now();
-    let staged = tempfile::Builder::new().prefix(".fetch-").tempfile_in(&dir).map_err(|source| StoreError::Local { path: dir.clone(), source })?;
+    let staged = tempfile::Builder::new()
+        .prefix(".fetch-")
+        .tempfile_in(&dir)
+        .map_err(|source| StoreError::Local { path: dir.clone(), source })?;
     let store = folder.store();
     let path = folder.path(name);
     block_on(copy_to(store.as_ref(), &path, staged.path(), url))?;
@@ -239,7 +254,12 @@ pub fn fetch_weights(url: &str) -> Result<PathBuf> {
     Ok(target)
 }
 
-async fn copy_to(store: &dyn ObjectStore, path: &object_store::path::Path, target: &Path, url: &str) -> Result<(), StoreError> {
+async fn copy_to(
+    store: &dyn ObjectStore,
+    path: &object_store::path::Path,
+    target: &Path,
+    url: &str,
+) -> Result<(), StoreError> {
     use std::io::Write;
     let local = |source| StoreError::Local { path: target.to_path_buf(), source };
     let mut file = std::fs::OpenOptions::new().write(true).truncate(true).open(target).map_err(local)?;
@@ -293,7 +313,12 @@ pub enum TrainOutcome {
 
 /// Trains training work item `index` of `spec`; see the module documentation. `overwrite`
 /// retrains a finished model (as `train.overwrite` in the spec does).
-pub fn run_train(spec: &Spec, index: usize, overwrite: bool, mut on_step: impl FnMut(Head, usize, f64)) -> Result<(TrainItem, TrainOutcome)> {
+pub fn run_train(
+    spec: &Spec,
+    index: usize,
+    overwrite: bool,
+    mut on_step: impl FnMut(Head, usize, f64),
+) -> Result<(TrainItem, TrainOutcome)> {
     let item = spec.train_item(index)?;
     let out = Location::parse(&item.artifact)?;
     let overwrite = overwrite || spec.run.train.overwrite;
@@ -309,7 +334,13 @@ pub fn run_train(spec: &Spec, index: usize, overwrite: bool, mut on_step: impl F
     let (clip, record) = match (&backbone.weights, backbone.random_init) {
         (Some(url), _) => {
             let path = fetch_weights(url)?;
-            crate::pipeline::demo::checkpoint_backbone(backbone.config.as_deref().unwrap_or("ViT-B-16-plus-240"), &path, device, spec.run.runtime.precision, true)?
+            crate::pipeline::demo::checkpoint_backbone(
+                backbone.config.as_deref().unwrap_or("ViT-B-16-plus-240"),
+                &path,
+                device,
+                spec.run.runtime.precision,
+                true,
+            )?
         }
         (None, Some(seed)) => crate::pipeline::demo::random_backbone(seed, device)?,
         (None, None) => unreachable!("validated: a spec has weights or random_init"),
@@ -329,10 +360,19 @@ pub fn run_train(spec: &Spec, index: usize, overwrite: bool, mut on_step: impl F
 
 /// Scores scoring work item `index` of `spec`. `run_id` replaces the spec's `score.run_id` (it
 /// may hold the same placeholders); `overwrite` redoes committed units of the worker's range.
-pub fn run_score(spec: &Spec, index: usize, run_id: Option<&str>, overwrite: bool, on_images: impl FnMut(usize)) -> Result<(ScoreItem, ScoreSummary)> {
+pub fn run_score(
+    spec: &Spec,
+    index: usize,
+    run_id: Option<&str>,
+    overwrite: bool,
+    on_images: impl FnMut(usize),
+) -> Result<(ScoreItem, ScoreSummary)> {
     let item = spec.score_item(index)?;
     let base = run_id.unwrap_or(&spec.run.score.run_id);
-    let run_id = resolve_run_id(&model_run_id(base, ModelRef { k: item.k, seed: item.seed }), std::env::var(JOB_NAME_ENV).ok().as_deref())?;
+    let run_id = resolve_run_id(
+        &model_run_id(base, ModelRef { k: item.k, seed: item.seed }),
+        std::env::var(JOB_NAME_ENV).ok().as_deref(),
+    )?;
     tracing::info!(index, archive = %item.archive, category = %item.category, k = item.k, seed = item.seed,
         worker = item.worker, workers = item.workers, run = %run_id, "scoring work item");
     let model = Location::parse(&item.model)?;
@@ -344,7 +384,12 @@ pub fn run_score(spec: &Spec, index: usize, run_id: Option<&str>, overwrite: boo
     let dataset = Dataset::open(&item.data)?;
     let available = dataset.categories()?;
     if !available.contains(&item.category) {
-        return Err(WorkerError::MissingCategory { category: item.category.clone(), data: item.data.clone(), available: available.join(", ") }.into());
+        return Err(WorkerError::MissingCategory {
+            category: item.category.clone(),
+            data: item.data.clone(),
+            available: available.join(", "),
+        }
+        .into());
     }
     let device = checked_device(&spec.run.runtime.device)?;
     let weights = match (&artifact.manifest.backbone.weights, &spec.run.backbone.weights) {
@@ -363,7 +408,16 @@ pub fn run_score(spec: &Spec, index: usize, run_id: Option<&str>, overwrite: boo
         ..ScoreOptions::default()
     };
     let out = Location::parse(&item.out)?;
-    let summary = score_category(&artifact, &clip, artifact.manifest.detect.clone(), &dataset, &item.category, &out, &options, on_images)?;
+    let summary = score_category(
+        &artifact,
+        &clip,
+        artifact.manifest.detect.clone(),
+        &dataset,
+        &item.category,
+        &out,
+        &options,
+        on_images,
+    )?;
     Ok((item, summary))
 }
 
@@ -377,10 +431,19 @@ mod tests {
         let cases: Vec<(anyhow::Error, u8)> = vec![
             (anyhow::Error::from(WorkerError::Stopped).context("scoring unit test-00001 of bottle"), exit::STOPPED),
             (StoreError::Unreachable { url: "s3://b/x".into(), detail: "connect".into() }.into(), exit::TEMPORARY),
-            (anyhow::Error::from(StoreError::NotFound { url: "s3://b/x".into() }).context("reading the dataset"), exit::MISSING_INPUT),
-            (DataError::Store(StoreError::Unreachable { url: "s3://b/x".into(), detail: "timed out".into() }).into(), exit::TEMPORARY),
+            (
+                anyhow::Error::from(StoreError::NotFound { url: "s3://b/x".into() }).context("reading the dataset"),
+                exit::MISSING_INPUT,
+            ),
+            (
+                DataError::Store(StoreError::Unreachable { url: "s3://b/x".into(), detail: "timed out".into() }).into(),
+                exit::TEMPORARY,
+            ),
             (DataError::NotEnoughShots { category: "bottle".into(), k: 8, available: 4 }.into(), exit::BAD_INPUT),
-            (SpecError::IndexOutOfRange { path: "x.toml".into(), job: "training", index: 9, completions: 3 }.into(), exit::BAD_SPEC),
+            (
+                SpecError::IndexOutOfRange { path: "x.toml".into(), job: "training", index: 9, completions: 3 }.into(),
+                exit::BAD_SPEC,
+            ),
             (WorkerError::MissingModel { url: "s3://m".into(), train_index: 0 }.into(), exit::MISSING_INPUT),
             (WorkerError::BadImages { count: 2 }.into(), exit::BAD_INPUT),
             (anyhow::anyhow!("something else"), exit::FAILED),
@@ -394,7 +457,9 @@ mod tests {
     #[test]
     fn permanent_and_retried_codes_do_not_overlap() {
         for code in PERMANENT {
-            assert!(!NOT_COUNTED.contains(&code) && code != exit::OK && code != exit::FAILED && code != exit::TEMPORARY);
+            assert!(
+                !NOT_COUNTED.contains(&code) && code != exit::OK && code != exit::FAILED && code != exit::TEMPORARY
+            );
             assert!(describe(code).starts_with("permanent"));
         }
         assert!(describe(exit::TEMPORARY).starts_with("retryable"));

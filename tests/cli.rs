@@ -36,8 +36,39 @@ fn every_subcommand_documents_its_flags() {
         ("embed", &["--weights", "--model-config", "--device", "--precision", "--image", "--text", "--taps"]),
         ("tokenize", &["--pad", "--context-length"]),
         ("synth", &["--seed", "--categories", "--image-size", "--overwrite"]),
-        ("train", &["--data", "--category", "--category-name", "--shots", "--weights", "--random-init", "--no-eam", "--guidance", "--spec", "--index"]),
-        ("score", &["--model", "--data", "--compat", "--skip-bad", "--overwrite", "--batch-size", "--run-id", "--shard-index", "--shard-count", "--rows-per-unit", "s3://", "--spec", "--index"]),
+        (
+            "train",
+            &[
+                "--data",
+                "--category",
+                "--category-name",
+                "--shots",
+                "--weights",
+                "--random-init",
+                "--no-eam",
+                "--guidance",
+                "--spec",
+                "--index",
+            ],
+        ),
+        (
+            "score",
+            &[
+                "--model",
+                "--data",
+                "--compat",
+                "--skip-bad",
+                "--overwrite",
+                "--batch-size",
+                "--run-id",
+                "--shard-index",
+                "--shard-count",
+                "--rows-per-unit",
+                "s3://",
+                "--spec",
+                "--index",
+            ],
+        ),
         ("shard", &["--rows-per-shard", "--categories", "--plain-category", "--overwrite", "s3://", "_shards.json"]),
         ("demo", &["--out", "--weights", "--steps", "--json"]),
         ("eval", &["--format", "--run", "s3://"]),
@@ -53,7 +84,9 @@ fn every_subcommand_documents_its_flags() {
         }
     }
     let top = String::from_utf8_lossy(&promptad(&["--help"]).stdout).into_owned();
-    for command in ["doctor", "embed", "tokenize", "synth", "shard", "train", "score", "demo", "eval", "sql", "plan", "run"] {
+    for command in
+        ["doctor", "embed", "tokenize", "synth", "shard", "train", "score", "demo", "eval", "sql", "plan", "run"]
+    {
         assert!(top.contains(command), "{top}");
     }
 }

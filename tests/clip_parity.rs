@@ -74,7 +74,9 @@ fn half_precision_stays_close_to_fp32() {
     for precision in [Precision::Bf16, Precision::Fp16] {
         let clip = load_tiny(precision);
         let vv = tch::no_grad(|| clip.visual.forward_vv(images, &TINY_TAPS).unwrap()).to_kind(Kind::Float);
-        for (what, got, want) in [("g", &vv.global, &reference["vv_global"]), ("T", &vv.patch_tokens, &reference["vv_patch_tokens"])] {
+        for (what, got, want) in
+            [("g", &vv.global, &reference["vv_global"]), ("T", &vv.patch_tokens, &reference["vv_patch_tokens"])]
+        {
             let cos = Tensor::cosine_similarity(&got.flatten(0, -1), &want.flatten(0, -1), 0, 1e-12).double_value(&[]);
             eprintln!("{precision} {what}: cosine to fp32 reference {cos:.6}");
             assert!(cos > 0.999, "{precision} {what}: cosine {cos}");
@@ -91,7 +93,19 @@ fn embed_cli_writes_the_reference_features() {
     let weights = dir.join("weights.safetensors");
     let mut args = vec!["embed", "--weights", weights.to_str().unwrap()];
     let config = dir.join("config.json");
-    args.extend(["--model-config", config.to_str().unwrap(), "--device", "cpu", "--taps", "1,3", "--batch-size", "1", "-o", output.to_str().unwrap(), "--image"]);
+    args.extend([
+        "--model-config",
+        config.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--taps",
+        "1,3",
+        "--batch-size",
+        "1",
+        "-o",
+        output.to_str().unwrap(),
+        "--image",
+    ]);
     args.extend(images.iter().map(String::as_str));
     let run = promptad(&args);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
@@ -122,10 +136,21 @@ fn full_size_vit_b_16_plus_240_matches_open_clip() {
     drop(clip);
 
     // CLI path, with real texts through our tokenizer.
-    let texts: Vec<String> = serde_json::from_str(&std::fs::read_to_string(dir.path().join("texts.json")).unwrap()).unwrap();
+    let texts: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("texts.json")).unwrap()).unwrap();
     let output = dir.path().join("embed.safetensors");
-    let images: Vec<String> = (0..2).map(|i| dir.path().join(format!("images/image{i}.png")).display().to_string()).collect();
-    let mut args = vec!["embed", "--weights", weights.to_str().unwrap(), "--device", "cpu", "-o", output.to_str().unwrap(), "--image"];
+    let images: Vec<String> =
+        (0..2).map(|i| dir.path().join(format!("images/image{i}.png")).display().to_string()).collect();
+    let mut args = vec![
+        "embed",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "-o",
+        output.to_str().unwrap(),
+        "--image",
+    ];
     args.extend(images.iter().map(String::as_str));
     args.push("--text");
     args.extend(texts.iter().map(String::as_str));
@@ -151,7 +176,12 @@ fn preprocess_matches_pillow_bicubic() {
         let diff = (ours.to_kind(Kind::Int64) - want.to_kind(Kind::Int64)).abs();
         let max = diff.max().int64_value(&[]);
         let identical = diff.eq(0).to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
-        eprintln!("{name} {}x{} -> {w}x{h}: max |Δ| = {max} u8 steps, {:.2}% identical", image.width(), image.height(), identical * 100.0);
+        eprintln!(
+            "{name} {}x{} -> {w}x{h}: max |Δ| = {max} u8 steps, {:.2}% identical",
+            image.width(),
+            image.height(),
+            identical * 100.0
+        );
         // Pillow 13 runs some anisotropic reductions vertical pass first (its rule is not ported;
         // see src/clip/preprocess.rs), which moves a share of pixels by one step.
         assert!(max <= 1, "{name}: resize differs from Pillow by {max} u8 steps");
@@ -165,7 +195,19 @@ fn embed_error(args: &[&str]) -> String {
 }
 
 fn tiny_args<'a>(weights: &'a str, out: &'a str) -> Vec<&'a str> {
-    vec!["embed", "--weights", weights, "--model-config", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/clip_tiny/config.json"), "--device", "cpu", "--taps", "1", "-o", out]
+    vec![
+        "embed",
+        "--weights",
+        weights,
+        "--model-config",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/clip_tiny/config.json"),
+        "--device",
+        "cpu",
+        "--taps",
+        "1",
+        "-o",
+        out,
+    ]
 }
 
 #[test]
@@ -188,9 +230,13 @@ fn bad_input_gets_a_clear_error() {
     assert!(err.contains("truncated.safetensors") && err.contains("not a readable safetensors"), "{err}");
 
     // Wrong config for the weights: the built-in full-size config with the tiny weights.
-    let err = embed_error(&["embed", "--weights", weights.to_str().unwrap(), "--device", "cpu", "-o", out, "--image", image]);
+    let err =
+        embed_error(&["embed", "--weights", weights.to_str().unwrap(), "--device", "cpu", "-o", out, "--image", image]);
     assert!(err.contains("ln_final.bias: model expects [640], file has [32]"), "{err}");
-    assert!(err.contains("missing keys") && err.contains("transformer.resblocks.10.attn.in_proj_weight [1920, 640]"), "{err}");
+    assert!(
+        err.contains("missing keys") && err.contains("transformer.resblocks.10.attn.in_proj_weight [1920, 640]"),
+        "{err}"
+    );
     assert!(err.contains("--model-config"), "{err}");
 
     // Missing and unexpected keys, each named.
@@ -222,7 +268,17 @@ fn bad_input_gets_a_clear_error() {
     // A config that open_clip has but this port does not implement.
     let config = tmp.path().join("timm.json");
     std::fs::write(&config, r#"{"embed_dim": 16, "vision_cfg": {"timm_model_name": "x", "image_size": 64}, "text_cfg": {"context_length": 77, "vocab_size": 500, "width": 32, "heads": 4, "layers": 2}}"#).unwrap();
-    let err = embed_error(&["embed", "--weights", weights.to_str().unwrap(), "--model-config", config.to_str().unwrap(), "-o", out, "--image", image]);
+    let err = embed_error(&[
+        "embed",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--model-config",
+        config.to_str().unwrap(),
+        "-o",
+        out,
+        "--image",
+        image,
+    ]);
     assert!(err.contains("timm.json") && err.contains("timm_model_name"), "{err}");
 
     // Nothing was left behind by any failure.
@@ -266,6 +322,9 @@ fn converted_torch_checkpoint_loads_and_matches() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success() && stderr.contains("does not match open_clip model ViT-B-16-plus-240"), "{stderr}");
+    assert!(
+        !refused.status.success() && stderr.contains("does not match open_clip model ViT-B-16-plus-240"),
+        "{stderr}"
+    );
     assert!(!tmp.path().join("x.safetensors").exists());
 }

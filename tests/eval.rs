@@ -70,7 +70,10 @@ fn fixture() -> &'static Fixture {
             let mut per_defect_type = BTreeMap::new();
             for entry in std::fs::read_dir(&test).unwrap() {
                 let entry = entry.unwrap();
-                per_defect_type.insert(entry.file_name().to_string_lossy().into_owned(), std::fs::read_dir(entry.path()).unwrap().count());
+                per_defect_type.insert(
+                    entry.file_name().to_string_lossy().into_owned(),
+                    std::fs::read_dir(entry.path()).unwrap().count(),
+                );
             }
             if category == DAMAGED {
                 let defect = per_defect_type.keys().find(|d| *d != "good").unwrap();
@@ -92,11 +95,28 @@ fn fixture() -> &'static Fixture {
             let model = root.join("models").join(category);
             train_category(&job, &clip, backbone.clone(), &loc(&model), false, |_, _, _| {}).unwrap();
             let artifact = Artifact::read(&loc(&model)).unwrap();
-            let options = ScoreOptions { batch_size: 8, compat: Compat::Rgb, skip_bad: true, ..ScoreOptions::default() };
-            let summary = score_category(&artifact, &clip, DetectConfig::default(), &dataset(&data), category, &loc(&run), &options, |_| {}).unwrap();
+            let options =
+                ScoreOptions { batch_size: 8, compat: Compat::Rgb, skip_bad: true, ..ScoreOptions::default() };
+            let summary = score_category(
+                &artifact,
+                &clip,
+                DetectConfig::default(),
+                &dataset(&data),
+                category,
+                &loc(&run),
+                &options,
+                |_| {},
+            )
+            .unwrap();
             scored.insert(
                 category.to_string(),
-                Scored { image_scores: summary.image_scores, pixel_stats: summary.pixel_stats, rows: summary.images, skipped: summary.skipped.len(), per_defect_type },
+                Scored {
+                    image_scores: summary.image_scores,
+                    pixel_stats: summary.pixel_stats,
+                    rows: summary.images,
+                    skipped: summary.skipped.len(),
+                    per_defect_type,
+                },
             );
         }
         assert_eq!(scored[DAMAGED].skipped, 1, "the corrupt image is skipped");
@@ -132,7 +152,13 @@ fn session(run: &Path) -> anyhow::Result<datafusion::prelude::SessionContext> {
 fn eval_with(run: &Path, target_partitions: usize) -> RecordBatch {
     block_on(async {
         let out = Location::parse(run.to_str().unwrap()).unwrap();
-        let ctx = sql::session_with_config(&out, RunSelection::Latest, SessionConfig::new().with_target_partitions(target_partitions)).await.unwrap();
+        let ctx = sql::session_with_config(
+            &out,
+            RunSelection::Latest,
+            SessionConfig::new().with_target_partitions(target_partitions),
+        )
+        .await
+        .unwrap();
         sql::eval(&ctx).await.unwrap()
     })
 }
@@ -147,7 +173,12 @@ fn close(what: &str, got: Option<f64>, want: Option<f64>) {
 /// The reference numbers of one category: (image AUROC, image AUPR, pixel AUROC, AUPRO).
 fn reference(s: &Scored) -> [Option<f64>; 4] {
     let (scores, labels): (Vec<f64>, Vec<bool>) = s.image_scores.iter().copied().unzip();
-    [auroc(&scores, &labels).ok(), aupr(&scores, &labels).ok(), pixel_auroc(&s.pixel_stats).ok(), pixel_aupro(&s.pixel_stats, DEFAULT_FPR_LIMIT).ok()]
+    [
+        auroc(&scores, &labels).ok(),
+        aupr(&scores, &labels).ok(),
+        pixel_auroc(&s.pixel_stats).ok(),
+        pixel_aupro(&s.pixel_stats, DEFAULT_FPR_LIMIT).ok(),
+    ]
 }
 
 fn metrics(r: &EvalRow) -> [Option<f64>; 4] {
@@ -214,7 +245,12 @@ fn tables_have_one_category_column() {
             let (schema, _) = sql::query(&ctx, &format!("SELECT * FROM {table} LIMIT 1")).await.unwrap();
             let n = schema.fields().iter().filter(|c| c.name() == "category").count();
             assert_eq!(n, 1, "{table}: {schema:?}");
-            let (_, batches) = sql::query(&ctx, &format!("SELECT category, COUNT(*) AS n FROM {table} GROUP BY category ORDER BY category")).await.unwrap();
+            let (_, batches) = sql::query(
+                &ctx,
+                &format!("SELECT category, COUNT(*) AS n FROM {table} GROUP BY category ORDER BY category"),
+            )
+            .await
+            .unwrap();
             let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
             let categories = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
             let counts = batch.column(1).as_primitive::<arrow::datatypes::Int64Type>();
@@ -233,7 +269,10 @@ fn tables_have_one_category_column() {
         )
         .await
         .unwrap();
-        assert_eq!(batches[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0) as usize, f.scored["marble"].image_scores.len());
+        assert_eq!(
+            batches[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0) as usize,
+            f.scored["marble"].image_scores.len()
+        );
     });
 }
 
@@ -255,7 +294,11 @@ fn parse(cell: &str) -> Option<f64> {
 fn run_ok(args: &[&str]) -> String {
     let out = promptad(args);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "promptad {args:?} failed (is the subcommand wired into src/cli/mod.rs?):\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "promptad {args:?} failed (is the subcommand wired into src/cli/mod.rs?):\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
@@ -266,22 +309,33 @@ fn cli_eval_in_every_format() {
     let run = f.run.to_str().unwrap();
 
     let table = run_ok(&["eval", run]);
-    for column in ["category", "image_auroc", "image_aupr", "pixel_auroc", "pixel_aupro", "n_images", "n_anomalous", "n_skipped"] {
-        assert!(table.lines().next().is_some_and(|l| l.starts_with('+')) && table.contains(column), "{column}:\n{table}");
+    for column in
+        ["category", "image_auroc", "image_aupr", "pixel_auroc", "pixel_aupro", "n_images", "n_anomalous", "n_skipped"]
+    {
+        assert!(
+            table.lines().next().is_some_and(|l| l.starts_with('+')) && table.contains(column),
+            "{column}:\n{table}"
+        );
     }
     for row in ["marble", "washer", "mean"] {
         assert!(table.lines().any(|l| l.starts_with(&format!("| {row} "))), "no row {row}:\n{table}");
     }
 
     let (header, rows) = csv(&run_ok(&["eval", run, "--format", "csv"]));
-    assert_eq!(header, ["category", "image_auroc", "image_aupr", "pixel_auroc", "pixel_aupro", "n_images", "n_anomalous", "n_skipped"]);
+    assert_eq!(
+        header,
+        ["category", "image_auroc", "image_aupr", "pixel_auroc", "pixel_aupro", "n_images", "n_anomalous", "n_skipped"]
+    );
     assert_eq!(rows.len(), want.len());
     for (row, w) in rows.iter().zip(&want) {
         assert_eq!(row[0], w.category);
         for i in 0..4 {
             close(&format!("csv {} {}", w.category, METRICS[i]), parse(&row[1 + i]), metrics(w)[i]);
         }
-        assert_eq!(row[5..].iter().map(|c| c.parse::<i64>().unwrap()).collect::<Vec<_>>(), [w.n_images, w.n_anomalous, w.n_skipped]);
+        assert_eq!(
+            row[5..].iter().map(|c| c.parse::<i64>().unwrap()).collect::<Vec<_>>(),
+            [w.n_images, w.n_anomalous, w.n_skipped]
+        );
     }
 
     let json: serde_json::Value = serde_json::from_str(&run_ok(&["eval", run, "--format", "json"])).unwrap();
@@ -300,7 +354,8 @@ fn cli_eval_in_every_format() {
 #[test]
 fn cli_sql_groups_by_defect_type() {
     let f = fixture();
-    let query = "SELECT s.defect_type, COUNT(*) AS images, COUNT(m.stats) AS with_stats, pixel_auroc(m.stats) AS pixel_auroc, \
+    let query =
+        "SELECT s.defect_type, COUNT(*) AS images, COUNT(m.stats) AS with_stats, pixel_auroc(m.stats) AS pixel_auroc, \
                  pixel_aupro(m.stats, 0.3) AS pixel_aupro \
                  FROM scores s LEFT JOIN metric_stats m ON s.image_id = m.image_id \
                  GROUP BY s.defect_type ORDER BY s.defect_type";
@@ -320,15 +375,24 @@ fn cli_sql_groups_by_defect_type() {
             // normal images only: no defect pixel, both metrics undefined
             assert_eq!((auroc, aupro), (None, None), "{row:?}");
         } else {
-            assert!(auroc.is_some_and(|v| (0.0..=1.0).contains(&v)) && aupro.is_some_and(|v| (0.0..=1.0).contains(&v)), "{row:?}");
+            assert!(
+                auroc.is_some_and(|v| (0.0..=1.0).contains(&v)) && aupro.is_some_and(|v| (0.0..=1.0).contains(&v)),
+                "{row:?}"
+            );
         }
     }
     let skipped: usize = rows.iter().map(|r| r[1].parse::<usize>().unwrap() - r[2].parse::<usize>().unwrap()).sum();
     assert_eq!(skipped, 1, "the skipped image has no stats");
 
     // json and table of the same kind of query
-    let json: serde_json::Value =
-        serde_json::from_str(&run_ok(&["sql", f.run.to_str().unwrap(), "SELECT category, COUNT(*) AS n FROM maps GROUP BY category ORDER BY category", "--format", "json"])).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "sql",
+        f.run.to_str().unwrap(),
+        "SELECT category, COUNT(*) AS n FROM maps GROUP BY category ORDER BY category",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
     assert_eq!(json[0]["category"], "marble");
     assert_eq!(json[1]["n"], f.scored["washer"].image_scores.len());
     let table = run_ok(&["sql", f.run.to_str().unwrap(), "SHOW TABLES"]);
@@ -385,7 +449,6 @@ fn errors_name_the_problem() {
         let e = err_of(sql::query(&ctx, "COPY scores TO '/tmp/x.parquet'").await);
         assert!(e.to_lowercase().contains("dml"), "{e}");
     });
-
 }
 
 #[test]

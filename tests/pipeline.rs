@@ -68,7 +68,11 @@ fn trains_scores_and_beats_chance_on_generated_defects() {
     for category in categories {
         let model = tmp.path().join("models").join(category);
         let mut losses: Vec<(Head, f64)> = Vec::new();
-        let manifest = train_category(&job(&data, category, 40), &clip, backbone.clone(), &loc(&model), false, |h, _, l| losses.push((h, l))).unwrap();
+        let manifest =
+            train_category(&job(&data, category, 40), &clip, backbone.clone(), &loc(&model), false, |h, _, l| {
+                losses.push((h, l))
+            })
+            .unwrap();
         for head in [Head::Image, Head::Pixel] {
             let l: Vec<f64> = losses.iter().filter(|(h, _)| *h == head).map(|(_, l)| *l).collect();
             assert_eq!(l.len(), 40);
@@ -76,9 +80,23 @@ fn trains_scores_and_beats_chance_on_generated_defects() {
         }
         assert_eq!(manifest.shots.len(), 2);
         let artifact = Artifact::read(&loc(&model)).unwrap();
-        let scored = score_category(&artifact, &clip, DetectConfig::default(), &dataset(&data), category, &loc(&tmp.path().join("scores")), &options(), |_| {}).unwrap();
+        let scored = score_category(
+            &artifact,
+            &clip,
+            DetectConfig::default(),
+            &dataset(&data),
+            category,
+            &loc(&tmp.path().join("scores")),
+            &options(),
+            |_| {},
+        )
+        .unwrap();
         let (scores, labels): (Vec<f64>, Vec<bool>) = scored.image_scores.iter().copied().unzip();
-        let (i, p, a) = (auroc(&scores, &labels).unwrap(), pixel_auroc(&scored.pixel_stats).unwrap(), pixel_aupro(&scored.pixel_stats, DEFAULT_FPR_LIMIT).unwrap());
+        let (i, p, a) = (
+            auroc(&scores, &labels).unwrap(),
+            pixel_auroc(&scored.pixel_stats).unwrap(),
+            pixel_aupro(&scored.pixel_stats, DEFAULT_FPR_LIMIT).unwrap(),
+        );
         eprintln!("{category}: image AUROC {i:.4}, pixel AUROC {p:.4}, AUPRO {a:.4}");
         image_aurocs.push(i);
         pixel_aurocs.push(p);
@@ -89,8 +107,21 @@ fn trains_scores_and_beats_chance_on_generated_defects() {
             assert!(file.is_file(), "{}", file.display());
         }
         // A second run finds every unit committed and leaves them alone.
-        let again = score_category(&artifact, &clip, DetectConfig::default(), &dataset(&data), category, &loc(&tmp.path().join("scores")), &options(), |_| {}).unwrap();
-        assert_eq!((again.units_scored, again.units_already_done, again.run_id.as_str()), (0, 1, scored.run_id.as_str()));
+        let again = score_category(
+            &artifact,
+            &clip,
+            DetectConfig::default(),
+            &dataset(&data),
+            category,
+            &loc(&tmp.path().join("scores")),
+            &options(),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(
+            (again.units_scored, again.units_already_done, again.run_id.as_str()),
+            (0, 1, scored.run_id.as_str())
+        );
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (i, p, a) = (mean(&image_aurocs), mean(&pixel_aurocs), mean(&aupros));
@@ -106,7 +137,12 @@ fn bad_input_gets_clear_errors() {
     let data = tmp.path().join("data");
     synth(&data, &["weave"]);
     let (clip, backbone) = random_backbone(7, Device::Cpu).unwrap();
-    let train = |job: TrainJob| train_category(&job, &clip, backbone.clone(), &loc(&tmp.path().join("m")), true, |_, _, _| {}).map(|_| ()).unwrap_err().to_string();
+    let train = |job: TrainJob| {
+        train_category(&job, &clip, backbone.clone(), &loc(&tmp.path().join("m")), true, |_, _, _| {})
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
 
     // Unknown category: not built in and no display name.
     let err = train(TrainJob { category_name: None, anomaly_suffixes: None, ..job(&data, "weave", 1) });
@@ -130,11 +166,24 @@ fn bad_input_gets_clear_errors() {
     train_category(&job(&data, "weave", 2), &clip, backbone.clone(), &loc(&model), false, |_, _, _| {}).unwrap();
     let artifact = Artifact::read(&loc(&model)).unwrap();
     let score = |out: &str, skip_bad: bool| {
-        score_category(&artifact, &clip, DetectConfig::default(), &dataset(&data), "weave", &loc(&tmp.path().join(out)), &ScoreOptions { skip_bad, ..options() }, |_| {})
+        score_category(
+            &artifact,
+            &clip,
+            DetectConfig::default(),
+            &dataset(&data),
+            "weave",
+            &loc(&tmp.path().join(out)),
+            &ScoreOptions { skip_bad, ..options() },
+            |_| {},
+        )
     };
 
     // A corrupt test image: an error naming it, or with skip_bad a recorded row.
-    let defect_dir = std::fs::read_dir(data.join("weave/test")).unwrap().map(|e| e.unwrap().path()).find(|p| !p.ends_with("good")).unwrap();
+    let defect_dir = std::fs::read_dir(data.join("weave/test"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !p.ends_with("good"))
+        .unwrap();
     let victim = defect_dir.join("000.png");
     std::fs::write(&victim, b"not an image").unwrap();
     let err = score("s1", false).err().unwrap().to_string();
@@ -142,12 +191,23 @@ fn bad_input_gets_clear_errors() {
     assert!(!tmp.path().join("s1/scores").exists(), "no partial output after a failure");
     let summary = score("s2", true).unwrap();
     assert_eq!(summary.skipped.len(), 1);
-    let file = std::fs::File::open(tmp.path().join("s2").join(table_file("scores", &summary.run_id, "weave", "test-00000"))).unwrap();
-    let batches: Vec<_> = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap().map(Result::unwrap).collect();
+    let file =
+        std::fs::File::open(tmp.path().join("s2").join(table_file("scores", &summary.run_id, "weave", "test-00000")))
+            .unwrap();
+    let batches: Vec<_> = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let errors: Vec<String> = batches
         .iter()
         .flat_map(|b| {
-            let column = b.column_by_name("error").unwrap().as_any().downcast_ref::<arrow::array::StringArray>().unwrap().clone();
+            let column = b
+                .column_by_name("error")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap()
+                .clone();
             column.iter().flatten().map(str::to_string).collect::<Vec<_>>()
         })
         .collect();
@@ -167,7 +227,21 @@ fn bad_input_gets_clear_errors() {
 fn demo_cli_reports_metrics_against_chance() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("demo");
-    let run = promptad(&["demo", "--out", out.to_str().unwrap(), "--categories", "grid", "--steps", "3", "--image-size", "96", "--device", "cpu", "-k", "1"]);
+    let run = promptad(&[
+        "demo",
+        "--out",
+        out.to_str().unwrap(),
+        "--categories",
+        "grid",
+        "--steps",
+        "3",
+        "--image-size",
+        "96",
+        "--device",
+        "cpu",
+        "-k",
+        "1",
+    ]);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
     assert!(stdout.contains("RANDOM weights"), "{stdout}");
@@ -190,19 +264,35 @@ fn ablations_change_what_is_trained_and_scored() {
         let manifest = train_category(&job, &clip, backbone.clone(), &loc(&model), false, |_, _, _| {}).unwrap();
         let artifact = Artifact::read(&loc(&model)).unwrap();
         let detect = DetectConfig { guidance, ..DetectConfig::default() };
-        let scored = score_category(&artifact, &clip, detect, &dataset(&data), "marble", &loc(&tmp.path().join(format!("s-{name}"))), &options(), |_| {}).unwrap();
+        let scored = score_category(
+            &artifact,
+            &clip,
+            detect,
+            &dataset(&data),
+            "marble",
+            &loc(&tmp.path().join(format!("s-{name}"))),
+            &options(),
+            |_| {},
+        )
+        .unwrap();
         (manifest, scored.image_scores.iter().map(|(s, _)| *s).collect::<Vec<f64>>())
     };
     let base = || job(&data, "marble", 3);
     let (full, full_scores) = run("full", base(), Guidance::Fused);
-    let no_manual = TrainJob { image_prompts: PromptConfig { manual_anomaly: false, ..PromptConfig::image_level() }, ..base() };
+    let no_manual =
+        TrainJob { image_prompts: PromptConfig { manual_anomaly: false, ..PromptConfig::image_level() }, ..base() };
     let (m, _) = run("no-manual", no_manual, Guidance::Fused);
     // N·M manual prompts fewer: bottle-like custom category with 8 + 2 states, N = 3.
     assert_eq!(full.image_head.prompt_strings - m.image_head.prompt_strings, 3 * 10);
-    let no_learnable = TrainJob { image_prompts: PromptConfig { learnable_anomaly: false, ..PromptConfig::image_level() }, ..base() };
+    let no_learnable =
+        TrainJob { image_prompts: PromptConfig { learnable_anomaly: false, ..PromptConfig::image_level() }, ..base() };
     let (l, _) = run("no-learnable", no_learnable, Guidance::Fused);
     assert_eq!(full.image_head.prompt_strings - l.image_head.prompt_strings, 3 * 4);
-    let (e, _) = run("no-eam", TrainJob { train: TrainConfig { steps: 3, eam: false, ..TrainConfig::default() }, ..base() }, Guidance::Fused);
+    let (e, _) = run(
+        "no-eam",
+        TrainJob { train: TrainConfig { steps: 3, eam: false, ..TrainConfig::default() }, ..base() },
+        Guidance::Fused,
+    );
     assert!(!e.train.eam);
     // The pixel head's EAM hinges per channel (reference §5), so some are active at any init.
     assert_ne!(e.pixel_head.report.losses, full.pixel_head.report.losses, "dropping EAM changes the loss");

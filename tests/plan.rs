@@ -33,7 +33,11 @@ fn plan_json(spec: &Path, extra: &[&str]) -> (i32, Value, String) {
 
 #[test]
 fn every_example_spec_plans_with_the_completions_its_keys_imply() {
-    let mut specs: Vec<PathBuf> = std::fs::read_dir(root().join("jobs")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "toml")).collect();
+    let mut specs: Vec<PathBuf> = std::fs::read_dir(root().join("jobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
     specs.sort();
     let names: Vec<String> = specs.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     for wanted in ["mvtec.toml", "visa.toml", "synth.toml"] {
@@ -61,7 +65,12 @@ fn every_example_spec_plans_with_the_completions_its_keys_imply() {
         let workers = raw["score"].get("workers_per_category").map_or(1, |w| w.as_integer().unwrap() as usize);
         let archive_categories: usize = match raw["score"].get("archives") {
             None => categories,
-            Some(archives) => archives.as_array().unwrap().iter().map(|a| a.get("categories").map_or(categories, |c| c.as_array().unwrap().len())).sum(),
+            Some(archives) => archives
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.get("categories").map_or(categories, |c| c.as_array().unwrap().len()))
+                .sum(),
         };
         assert_eq!(plan["score"]["completions"], archive_categories * models * workers, "{}", spec.display());
         // Indexes are 0..completions, in order, each once.
@@ -122,10 +131,22 @@ device = "cpu"
 fn bad_specs_exit_64_and_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     for (name, body, expected) in [
-        ("typo.toml", SPEC.replace("\"washer\"", "\"wahser\""), vec!["dataset.categories[1]", "did you mean \"washer\""]),
+        (
+            "typo.toml",
+            SPEC.replace("\"washer\"", "\"wahser\""),
+            vec!["dataset.categories[1]", "did you mean \"washer\""],
+        ),
         ("unknown-key.toml", SPEC.replace("steps = 2", "step = 2"), vec!["unknown field", "step", "jobs/README.md"]),
-        ("bad-url.toml", SPEC.replace("out = \"results\"", "out = \"gs://bucket/results\""), vec!["score.out", "unsupported scheme"]),
-        ("untrained.toml", SPEC.replace("run_id = \"t\"", "run_id = \"t\"\nmodels = [{ k = 4, seed = 5 }]"), vec!["score.models[0]", "not trained"]),
+        (
+            "bad-url.toml",
+            SPEC.replace("out = \"results\"", "out = \"gs://bucket/results\""),
+            vec!["score.out", "unsupported scheme"],
+        ),
+        (
+            "untrained.toml",
+            SPEC.replace("run_id = \"t\"", "run_id = \"t\"\nmodels = [{ k = 4, seed = 5 }]"),
+            vec!["score.models[0]", "not trained"],
+        ),
         ("device.toml", SPEC.replace("device = \"cpu\"", "device = \"gpu\""), vec!["runtime.device"]),
     ] {
         let spec = write_spec(dir.path(), name, &body);
@@ -173,7 +194,12 @@ fn check_reaches_the_data_and_gives_each_scoring_worker_its_units() {
     for category in ["weave", "washer"] {
         let units = data.test_units(category, 3).unwrap();
         for k in [1, 2] {
-            let mine: Vec<&Value> = plan["score"]["items"].as_array().unwrap().iter().filter(|s| s["category"] == category && s["k"] == k).collect();
+            let mine: Vec<&Value> = plan["score"]["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["category"] == category && s["k"] == k)
+                .collect();
             assert_eq!(mine.len(), 2, "two workers per category and model");
             // The workers' ranges partition the units, in order.
             let mut next = 0;
@@ -189,16 +215,40 @@ fn check_reaches_the_data_and_gives_each_scoring_worker_its_units() {
             assert_eq!(images, units.iter().map(|u| u.images).sum::<usize>(), "{category}");
         }
     }
-    assert!(plan["check"]["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("0 of 4 models trained")), "{plan:#}");
+    assert!(
+        plan["check"]["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("0 of 4 models trained")),
+        "{plan:#}"
+    );
 
     // A category the data lacks, and weights that are not there: exit 66, each named.
-    let body = SPEC.replace("[\"weave\", \"washer\"]", "[\"weave\", \"marble\"]").replace("random_init = 3", "weights = \"weights/missing.safetensors\"");
+    let body = SPEC
+        .replace("[\"weave\", \"washer\"]", "[\"weave\", \"marble\"]")
+        .replace("random_init = 3", "weights = \"weights/missing.safetensors\"");
     let spec = write_spec(dir.path(), "missing.toml", &body);
     let (status, plan, stderr) = plan_json(&spec, &["--check"]);
     assert_eq!(status, 66, "{stderr}");
-    let problems: Vec<String> = plan["check"]["problems"].as_array().unwrap().iter().map(|p| format!("{}: {}", p["key"].as_str().unwrap(), p["message"].as_str().unwrap())).collect();
-    assert!(problems.iter().any(|p| p.contains("dataset.categories") && p.contains("\"marble\"") && p.contains("washer, weave")), "{problems:#?}");
-    assert!(problems.iter().any(|p| p.contains("backbone.weights") && p.contains("missing.safetensors") && p.contains("does not exist")), "{problems:#?}");
+    let problems: Vec<String> = plan["check"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{}: {}", p["key"].as_str().unwrap(), p["message"].as_str().unwrap()))
+        .collect();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("dataset.categories") && p.contains("\"marble\"") && p.contains("washer, weave")),
+        "{problems:#?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("backbone.weights")
+            && p.contains("missing.safetensors")
+            && p.contains("does not exist")),
+        "{problems:#?}"
+    );
 
     // More shots than the data has normal images.
     let spec = write_spec(dir.path(), "shots.toml", &SPEC.replace("shots = [1, 2]", "shots = [1, 8]"));
@@ -225,12 +275,20 @@ fn workers_refuse_with_the_documented_exit_codes() {
     assert_eq!(code(&out), 64, "{}", text(&out));
     assert!(text(&out).contains("has 4 (indexes 0..4)"), "{}", text(&out));
     // No index at all (not in a Job): 64.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promptad")).args(["score", "--spec", spec]).env_remove("JOB_COMPLETION_INDEX").output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promptad"))
+        .args(["score", "--spec", spec])
+        .env_remove("JOB_COMPLETION_INDEX")
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 64, "{}", text(&out));
     assert!(text(&out).contains("--index"), "{}", text(&out));
     // The index from the environment, as in a pod; the model is not trained yet: 66, naming the
     // training work item that makes it.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promptad")).args(["score", "--spec", spec]).env("JOB_COMPLETION_INDEX", "5").output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promptad"))
+        .args(["score", "--spec", spec])
+        .env("JOB_COMPLETION_INDEX", "5")
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 66, "{}", text(&out));
     assert!(text(&out).contains("run training work item 2 first"), "{}", text(&out));
     assert!(text(&out).contains("exit code 66 (permanent"), "{}", text(&out));
@@ -282,5 +340,8 @@ fn training_stopped_by_sigterm_exits_143_and_writes_nothing() {
     assert_eq!(status.code(), Some(143), "{log}");
     assert!(log.contains("SIGTERM during training"), "{log}");
     let artifact = dir.path().join("models/data/weave/k1/seed5");
-    assert!(!artifact.join("manifest.json").exists() && !artifact.join("tensors.safetensors").exists(), "a stopped training wrote an artifact");
+    assert!(
+        !artifact.join("manifest.json").exists() && !artifact.join("tensors.safetensors").exists(),
+        "a stopped training wrote an artifact"
+    );
 }

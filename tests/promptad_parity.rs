@@ -68,10 +68,20 @@ fn check_head(f: &Fixture, head: &str, category: &str, config: PromptConfig, fea
         history.push(trainer.step(&f.clip, &learner, features).unwrap());
         if step == 0 {
             assert_close(&format!("{head} normal ctx after 1 step"), &learner.normal_ctx, r("normal_ctx_step1"), 1e-6);
-            assert_close(&format!("{head} anomaly ctx after 1 step"), &learner.anomaly_ctx, r("abnormal_ctx_step1"), 1e-6);
+            assert_close(
+                &format!("{head} anomaly ctx after 1 step"),
+                &learner.anomaly_ctx,
+                r("abnormal_ctx_step1"),
+                1e-6,
+            );
         }
     }
-    assert_close(&format!("{head} losses of steps 0-2"), &Tensor::from_slice(&history).to_kind(tch::Kind::Float), r("losses"), 1e-4);
+    assert_close(
+        &format!("{head} losses of steps 0-2"),
+        &Tensor::from_slice(&history).to_kind(tch::Kind::Float),
+        r("losses"),
+        1e-4,
+    );
     assert_close(&format!("{head} normal ctx after 3 steps"), &learner.normal_ctx, r("normal_ctx_step3"), 1e-5);
     assert_close(&format!("{head} anomaly ctx after 3 steps"), &learner.anomaly_ctx, r("abnormal_ctx_step3"), 1e-5);
     let prototypes = text_prototypes(&f.clip, &learner).unwrap();
@@ -122,7 +132,8 @@ fn promptad_matches_the_python_reference() {
     assert_close("pixel map (400×400, Gaussian σ=4)", &detection.map, r("seg.map"), 1e-5);
 
     // The ablations use the same pieces: vision-only is the smoothed visual map and its max.
-    let vision_only = Detector { config: DetectConfig { guidance: Guidance::VisionOnly, ..detector.config.clone() }, ..detector };
+    let vision_only =
+        Detector { config: DetectConfig { guidance: Guidance::VisionOnly, ..detector.config.clone() }, ..detector };
     let ablation = vision_only.detect(r("test_images")).unwrap();
     assert_close("vision-only image score", &ablation.image_score, &visual_max, 1e-6);
 }
@@ -138,7 +149,14 @@ fn half_precision_training_stays_close_to_fp32() {
     for precision in [Precision::Bf16, Precision::Fp16] {
         let config = ModelConfig::from_file(&dir.path().join("config.json")).unwrap();
         let clip = Clip::load(config, &dir.path().join("weights.safetensors"), Device::Cpu, precision).unwrap();
-        let features = tch::no_grad(|| clip.visual.forward_vv(&reference["train_images"], &TAPS).unwrap().normalized().global.to_kind(tch::Kind::Float));
+        let features = tch::no_grad(|| {
+            clip.visual
+                .forward_vv(&reference["train_images"], &TAPS)
+                .unwrap()
+                .normalized()
+                .global
+                .to_kind(tch::Kind::Float)
+        });
         let mut learner = PromptLearner::new(&clip, &category, PromptConfig::image_level()).unwrap();
         learner.set_context(&reference["cls.normal_ctx_init"], &reference["cls.abnormal_ctx_init"]).unwrap();
         let mut trainer = Trainer::new(&learner, &TrainConfig::default()).unwrap();

@@ -71,23 +71,40 @@ fn worker_progress(results: &Location, category: &str, worker: usize) -> Option<
     let dir = format!("test/_runs/run={RUN_ID}/category={category}");
     let plan: RunPlan = serde_json::from_slice(&results.get(&format!("{dir}/plan.json")).ok()?).ok()?;
     let mine = &plan.units[worker_range(plan.units.len(), (worker, 2))];
-    let committed = mine.iter().filter(|u| results.exists(&format!("{dir}/units/{}.json", u.name)).unwrap_or(false)).count();
+    let committed =
+        mine.iter().filter(|u| results.exists(&format!("{dir}/units/{}.json", u.name)).unwrap_or(false)).count();
     Some((committed, mine.len()))
 }
 
 /// Waits until worker `index` (category, worker) has committed a unit but not all of its units,
 /// then sends it `signals` in order; returns what it had committed.
-fn interrupt(run: &mut Child, spec: &Path, results: &Location, index: usize, category: &str, worker: usize, signals: &[&str]) -> (usize, usize) {
+fn interrupt(
+    run: &mut Child,
+    spec: &Path,
+    results: &Location,
+    index: usize,
+    category: &str,
+    worker: usize,
+    signals: &[&str],
+) -> (usize, usize) {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        assert!(run.try_wait().unwrap().is_none(), "promptad run ended before score worker {index} could be interrupted");
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "promptad run ended before score worker {index} could be interrupted"
+        );
         assert!(Instant::now() < deadline, "score worker {index} never committed a unit");
-        if let (Some(pid), Some((committed, total))) = (worker_pid("score", spec, index), worker_progress(results, category, worker)) {
+        if let (Some(pid), Some((committed, total))) =
+            (worker_pid("score", spec, index), worker_progress(results, category, worker))
+        {
             if committed > 0 {
                 signal(pid, "STOP");
                 let (committed, total_now) = worker_progress(results, category, worker).unwrap();
                 assert_eq!(total, total_now);
-                assert!(committed < total, "score worker {index} finished all {total} units before it could be interrupted");
+                assert!(
+                    committed < total,
+                    "score worker {index} finished all {total} units before it could be interrupted"
+                );
                 for name in signals {
                     signal(pid, name);
                 }
@@ -118,8 +135,18 @@ fn a_rehearsal_with_a_stopped_and_a_killed_worker_gives_the_results_of_an_undist
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("synth");
     let out = promptad(&[
-        "synth", local.to_str().unwrap(), "--categories", "weave,washer", "--image-size", "64",
-        "--train-good", "3", "--test-good", "4", "--test-defective", "1",
+        "synth",
+        local.to_str().unwrap(),
+        "--categories",
+        "weave,washer",
+        "--image-size",
+        "64",
+        "--train-good",
+        "3",
+        "--test-good",
+        "4",
+        "--test-defective",
+        "1",
     ]);
     assert!(out.status.success(), "{}", output_text(&out));
     // On the S3 server as image shards of one image each: one work unit per image.
@@ -158,16 +185,31 @@ fn a_rehearsal_with_a_stopped_and_a_killed_worker_gives_the_results_of_an_undist
     let (killed_at, killed_of) = interrupt(&mut run, &spec_b, &results, 3, "washer", 1, &["KILL"]);
     let status = run.wait().unwrap();
     let text_b = std::fs::read_to_string(&log).unwrap();
-    eprintln!("stopped score worker 0 after {stopped_at}/{stopped_of} units, killed worker 3 after {killed_at}/{killed_of}");
+    eprintln!(
+        "stopped score worker 0 after {stopped_at}/{stopped_of} units, killed worker 3 after {killed_at}/{killed_of}"
+    );
     assert_eq!(status.code(), Some(1), "{text_b}");
     assert!(text_b.contains("[score 0] exit code 143"), "SIGTERM must stop the worker cleanly with 143: {text_b}");
     assert!(text_b.contains("[score 3] killed by signal 9"), "{text_b}");
-    assert!(text_b.contains("1 work item(s) failed") && text_b.contains("score index 3"), "only the killed index fails: {text_b}");
+    assert!(
+        text_b.contains("1 work item(s) failed") && text_b.contains("score index 3"),
+        "only the killed index fails: {text_b}"
+    );
 
     // Nothing partial is visible: the washer rows in the tables are those of committed units.
-    let visible = promptad(&["sql", &format!("{results_b}/test"), "--run", RUN_ID, "SELECT count(*) AS n FROM scores WHERE category = 'washer'", "--format", "csv"]);
+    let visible = promptad(&[
+        "sql",
+        &format!("{results_b}/test"),
+        "--run",
+        RUN_ID,
+        "SELECT count(*) AS n FROM scores WHERE category = 'washer'",
+        "--format",
+        "csv",
+    ]);
     let visible: usize = String::from_utf8_lossy(&visible.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
-    let plan: RunPlan = serde_json::from_slice(&results.get(&format!("test/_runs/run={RUN_ID}/category=washer/plan.json")).unwrap()).unwrap();
+    let plan: RunPlan =
+        serde_json::from_slice(&results.get(&format!("test/_runs/run={RUN_ID}/category=washer/plan.json")).unwrap())
+            .unwrap();
     let committed: usize = plan
         .units
         .iter()
@@ -181,15 +223,28 @@ fn a_rehearsal_with_a_stopped_and_a_killed_worker_gives_the_results_of_an_undist
     let out = promptad(&["run", spec_b.to_str().unwrap(), "--local", "--parallel", "2"]);
     let text_c = output_text(&out);
     assert!(out.status.success(), "{text_c}");
-    assert!(text_c.contains("already at") && text_c.contains("nothing to do"), "models are not trained again: {text_c}");
-    let resumed = text_c.lines().find(|l| l.starts_with("[score 3]") && l.contains("units already committed")).unwrap_or_else(|| panic!("{text_c}"));
-    assert!(resumed.contains(&format!(" {killed_at} units already committed")), "the killed worker's committed units are kept: {resumed}");
+    assert!(
+        text_c.contains("already at") && text_c.contains("nothing to do"),
+        "models are not trained again: {text_c}"
+    );
+    let resumed = text_c
+        .lines()
+        .find(|l| l.starts_with("[score 3]") && l.contains("units already committed"))
+        .unwrap_or_else(|| panic!("{text_c}"));
+    assert!(
+        resumed.contains(&format!(" {killed_at} units already committed")),
+        "the killed worker's committed units are kept: {resumed}"
+    );
 
     // Same results, row for row.
     let (eval_a, eval_b) = (eval_json(&results_a), eval_json(&results_b));
     assert_eq!(eval_a, eval_b, "eval differs:\n{eval_a:#}\n{eval_b:#}");
     let (scores_a, scores_b) = (scores_csv(&results_a), scores_csv(&results_b));
-    assert_eq!(scores_a.lines().count(), 1 + 7 + 8, "weave: 4 good + 3 defect types, washer: 4 good + 4 defect types:\n{scores_a}");
+    assert_eq!(
+        scores_a.lines().count(),
+        1 + 7 + 8,
+        "weave: 4 good + 3 defect types, washer: 4 good + 4 defect types:\n{scores_a}"
+    );
     assert_eq!(scores_a, scores_b);
     eprintln!("{eval_b:#}");
     eprintln!("undisturbed run {undisturbed:.1} s; whole test {:.1} s", started.elapsed().as_secs_f64());

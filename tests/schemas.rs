@@ -35,7 +35,9 @@ fn assert_same(name: &str, written: &Schema) {
 }
 
 fn read(path: &Path) -> (Schema, Vec<RecordBatch>) {
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+            .unwrap();
     let schema = reader.schema().as_ref().clone();
     (schema, reader.build().unwrap().map(Result::unwrap).collect())
 }
@@ -67,7 +69,15 @@ fn the_writers_schemas_are_the_published_ones() {
 fn written_files_match_the_published_schemas() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, shards) = (tmp.path().join("data"), tmp.path().join("shards"));
-    let config = SynthConfig { seed: 3, categories: vec!["washer".into()], image_size: 80, train_good: 2, test_good: 2, test_defective_per_type: 1, overwrite: false };
+    let config = SynthConfig {
+        seed: 3,
+        categories: vec!["washer".into()],
+        image_size: 80,
+        train_good: 2,
+        test_good: 2,
+        test_defective_per_type: 1,
+        overwrite: false,
+    };
     generate(&config, &data, || {}).unwrap();
     let options = PackOptions { rows_per_shard: 3, categories: None, plain_category: None, overwrite: false };
     pack(&loc(&data), &loc(&shards), &options, |_| {}).unwrap();
@@ -106,7 +116,17 @@ fn written_files_match_the_published_schemas() {
     }
 
     let out = tmp.path().join("scores");
-    let summary = score_category(&artifact, &clip, DetectConfig::default(), &dataset(&shards), "washer", &loc(&out), &ScoreOptions::default(), |_| {}).unwrap();
+    let summary = score_category(
+        &artifact,
+        &clip,
+        DetectConfig::default(),
+        &dataset(&shards),
+        "washer",
+        &loc(&out),
+        &ScoreOptions::default(),
+        |_| {},
+    )
+    .unwrap();
     assert!(summary.run_complete);
     for (table, name) in [("scores", "image_scores"), ("maps", "pixel_maps"), ("metric_stats", "metric_stats")] {
         let files = files_under(&out.join(table), ".parquet");
@@ -131,7 +151,9 @@ fn written_files_match_the_published_schemas() {
         n
     };
     assert_eq!(keys(&manifest), names(published.fields()));
-    let arrow::datatypes::DataType::Struct(plan) = published.field_with_name("plan").unwrap().data_type() else { panic!("plan is a struct") };
+    let arrow::datatypes::DataType::Struct(plan) = published.field_with_name("plan").unwrap().data_type() else {
+        panic!("plan is a struct")
+    };
     assert_eq!(keys(&manifest["plan"]), names(plan));
     let units = plan.iter().find(|f| f.name() == "units").unwrap();
     let arrow::datatypes::DataType::List(item) = units.data_type() else { panic!("units is a list") };

@@ -59,13 +59,33 @@ fn fails(args: &[&str]) -> String {
 
 fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
     vec![
-        "train", "--data", data, "--category", CATEGORY, "--category-name", "marble slab", "--anomaly-suffixes", "{} with crack,{} with stain",
-        "-k", "2", "--steps", "2", "--model-config", "demo-vit-240", "--random-init", "5", "--device", "cpu", "--out", out,
+        "train",
+        "--data",
+        data,
+        "--category",
+        CATEGORY,
+        "--category-name",
+        "marble slab",
+        "--anomaly-suffixes",
+        "{} with crack,{} with stain",
+        "-k",
+        "2",
+        "--steps",
+        "2",
+        "--model-config",
+        "demo-vit-240",
+        "--random-init",
+        "5",
+        "--device",
+        "cpu",
+        "--out",
+        out,
     ]
 }
 
 fn score_args<'a>(model: &'a str, data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["score", "--model", model, "--data", data, "--out", out, "--device", "cpu", "--batch-size", "2"];
+    let mut args =
+        vec!["score", "--model", model, "--data", data, "--out", out, "--device", "cpu", "--batch-size", "2"];
     args.extend_from_slice(extra);
     args
 }
@@ -78,7 +98,11 @@ fn eval(out: &str) -> BTreeMap<String, Vec<Option<f64>>> {
         .unwrap()
         .iter()
         .map(|row| {
-            let values = ["image_auroc", "image_aupr", "pixel_auroc", "pixel_aupro", "n_images", "n_anomalous", "n_skipped"].iter().map(|k| row[*k].as_f64()).collect();
+            let values =
+                ["image_auroc", "image_aupr", "pixel_auroc", "pixel_aupro", "n_images", "n_anomalous", "n_skipped"]
+                    .iter()
+                    .map(|k| row[*k].as_f64())
+                    .collect();
             (row["category"].as_str().unwrap().to_string(), values)
         })
         .collect()
@@ -109,7 +133,13 @@ fn flow(root: &str) -> BTreeMap<String, Vec<Option<f64>>> {
     ok(&train_args(&shards, &model));
     let first = ok(&score_args(&model, &shards, &out, &[]));
     let units = test_images().div_ceil(4);
-    assert!(first.contains(&format!("{} images in {units} units scored, 0 units already committed; run complete", test_images())), "{first}");
+    assert!(
+        first.contains(&format!(
+            "{} images in {units} units scored, 0 units already committed; run complete",
+            test_images()
+        )),
+        "{first}"
+    );
     // The same command again: everything is committed, nothing is redone.
     let again = ok(&score_args(&model, &shards, &out, &[]));
     assert!(again.contains(&format!("0 images in 0 units scored, {units} units already committed")), "{again}");
@@ -151,7 +181,14 @@ fn workers_split_the_units_and_the_manifest_comes_last() {
     let (model, out) = (format!("{root}/model"), format!("{root}/scores"));
     ok(&train_args(data().to_str().unwrap(), &model));
     let data = data().to_str().unwrap();
-    let worker = |i: &str| ok(&score_args(&model, data, &out, &["--rows-per-unit", "3", "--shard-index", i, "--shard-count", "2", "--run-id", "nightly-1"]));
+    let worker = |i: &str| {
+        ok(&score_args(
+            &model,
+            data,
+            &out,
+            &["--rows-per-unit", "3", "--shard-index", i, "--shard-count", "2", "--run-id", "nightly-1"],
+        ))
+    };
     let first = worker("1");
     assert!(first.contains("; run incomplete"), "{first}");
     let location = Location::parse(&out).unwrap();
@@ -183,7 +220,11 @@ fn large_objects_go_up_in_parts_and_listing_respects_prefixes() {
     root.upload_file("maps/run=a/part-0.parquet", &big).unwrap();
     root.put("maps/run=ab/part-0.parquet", Bytes::from_static(b"x")).unwrap();
     root.put("maps/run=b/part-0.parquet", Bytes::from_static(b"y")).unwrap();
-    assert_eq!(root.get("maps/run=a/part-0.parquet").unwrap().as_ref(), content.as_slice(), "multipart upload round trip");
+    assert_eq!(
+        root.get("maps/run=a/part-0.parquet").unwrap().as_ref(),
+        content.as_slice(),
+        "multipart upload round trip"
+    );
     assert_eq!(root.head("maps/run=a/part-0.parquet").unwrap().unwrap().size as usize, size);
     // A prefix is a folder, not a string prefix: run=a does not list run=ab.
     let listed: Vec<String> = root.list("maps/run=a").unwrap().iter().map(|o| root.relative(&o.location)).collect();
@@ -205,15 +246,39 @@ fn store_errors_name_the_url_and_what_to_check() {
     assert!(!refused.status.success() && e.contains("s3://some-bucket/shards") && e.contains("AWS_ENDPOINT"), "{e}");
 
     let denying = s3::denying_server();
-    let denied = Command::new(env!("CARGO_BIN_EXE_promptad")).args(["eval", "s3://locked/scores"]).env("AWS_ENDPOINT", &denying.endpoint).output().unwrap();
+    let denied = Command::new(env!("CARGO_BIN_EXE_promptad"))
+        .args(["eval", "s3://locked/scores"])
+        .env("AWS_ENDPOINT", &denying.endpoint)
+        .output()
+        .unwrap();
     let e = String::from_utf8_lossy(&denied.stderr);
-    assert!(!denied.status.success() && e.contains("s3://locked/scores") && e.contains("denied") && e.contains("credentials"), "{e}");
+    assert!(
+        !denied.status.success()
+            && e.contains("s3://locked/scores")
+            && e.contains("denied")
+            && e.contains("credentials"),
+        "{e}"
+    );
 
     let e = fails(&["eval", "s3://no-such-bucket/scores"]);
     assert!(e.contains("s3://no-such-bucket/scores") && e.contains("bucket") && e.contains("does not exist"), "{e}");
     let e = fails(&score_args(&s3::url("nothing"), data().to_str().unwrap(), "s3://promptad-it/x", &[]));
     assert!(e.contains("not a complete model artifact"), "{e}");
-    let e = fails(&["train", "--data", &s3::url("empty"), "--category", CATEGORY, "--category-name", "slab", "--random-init", "1", "--model-config", "demo-vit-240", "--out", "/tmp/x"]);
+    let e = fails(&[
+        "train",
+        "--data",
+        &s3::url("empty"),
+        "--category",
+        CATEGORY,
+        "--category-name",
+        "slab",
+        "--random-init",
+        "1",
+        "--model-config",
+        "demo-vit-240",
+        "--out",
+        "/tmp/x",
+    ]);
     assert!(e.contains("no dataset there") && e.contains("s3://promptad-it/empty"), "{e}");
     let e = fails(&["shard", data().to_str().unwrap(), &s3::url("cats"), "--categories", "bottle"]);
     assert!(e.contains("\"bottle\" not found") && e.contains(CATEGORY), "{e}");
@@ -225,7 +290,11 @@ fn damaged_shards(root: &str) -> (String, String) {
     let tmp = tempfile::tempdir().unwrap();
     let copy = tmp.path().join("data");
     copy_dir(data(), &copy);
-    let defect = std::fs::read_dir(copy.join(CATEGORY).join("test")).unwrap().map(|e| e.unwrap().path()).find(|p| !p.ends_with("good")).unwrap();
+    let defect = std::fs::read_dir(copy.join(CATEGORY).join("test"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !p.ends_with("good"))
+        .unwrap();
     std::fs::write(defect.join("000.png"), b"not an image").unwrap();
     let shards = format!("{root}/shards");
     ok(&["shard", copy.to_str().unwrap(), &shards, "--rows-per-shard", "4"]);
@@ -240,24 +309,48 @@ fn a_corrupt_image_in_a_shard_is_named_or_recorded() {
     let model = format!("{root}/model");
     ok(&train_args(&shards, &model));
     let e = fails(&score_args(&model, &shards, &format!("{root}/s1"), &[]));
-    assert!(e.contains(&format!("{shards}/category={CATEGORY}/split=test/part-")) && e.contains(" row ") && e.contains("--skip-bad"), "{e}");
+    assert!(
+        e.contains(&format!("{shards}/category={CATEGORY}/split=test/part-"))
+            && e.contains(" row ")
+            && e.contains("--skip-bad"),
+        "{e}"
+    );
     // Units before the damaged one are committed; the damaged one is not, so its images are
     // not visible.
-    let committed = Location::parse(&format!("{root}/s1")).unwrap().list("_runs").unwrap().iter().filter(|o| o.location.as_ref().contains("/units/")).count();
+    let committed = Location::parse(&format!("{root}/s1"))
+        .unwrap()
+        .list("_runs")
+        .unwrap()
+        .iter()
+        .filter(|o| o.location.as_ref().contains("/units/"))
+        .count();
     if committed > 0 {
-        assert_eq!(sql_count(&format!("{root}/s1"), &format!("SELECT COUNT(*) FROM scores WHERE image_id = '{id}'")), 0);
+        assert_eq!(
+            sql_count(&format!("{root}/s1"), &format!("SELECT COUNT(*) FROM scores WHERE image_id = '{id}'")),
+            0
+        );
         assert_eq!(sql_count(&format!("{root}/s1"), "SELECT COUNT(*) FROM scores") as usize, committed * 4);
     }
 
     let out = promptad(&score_args(&model, &shards, &format!("{root}/s2"), &["--skip-bad"]));
     assert!(!out.status.success(), "a skipped image makes the exit code non-zero");
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(&["sql", &format!("{root}/s2"), "SELECT image_id, error FROM scores WHERE error IS NOT NULL", "--format", "json"])).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&ok(&[
+        "sql",
+        &format!("{root}/s2"),
+        "SELECT image_id, error FROM scores WHERE error IS NOT NULL",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
     let rows = json.as_array().unwrap();
     assert_eq!(rows.len(), 1, "{json}");
     assert_eq!(rows[0]["image_id"], id.as_str());
     assert!(rows[0]["error"].as_str().unwrap().contains("row"), "{json}");
-    assert_eq!(sql_count(&format!("{root}/s2"), "SELECT COUNT(*) FROM scores") as usize, test_images(), "no silent drop");
+    assert_eq!(
+        sql_count(&format!("{root}/s2"), "SELECT COUNT(*) FROM scores") as usize,
+        test_images(),
+        "no silent drop"
+    );
 }
 
 #[test]
@@ -299,7 +392,12 @@ fn a_killed_writer_leaves_nothing_visible_and_the_rerun_equals_an_undisturbed_ru
         let data = data().to_str().unwrap();
         let out = format!("{root}/scores");
         let args = score_args(&model, data, &out, &["--rows-per-unit", "1", "--run-id", "r"]);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_promptad")).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_promptad"))
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let location = Location::parse(&out).unwrap();
         let units = format!("_runs/run=r/category={CATEGORY}/units");
         let started = Instant::now();
@@ -332,7 +430,14 @@ fn two_workers_given_the_same_shard_agree() {
     ok(&train_args(&shards, &model));
     let out = format!("{root}/scores");
     let args = score_args(&model, &shards, &out, &[]);
-    let spawn = || Command::new(env!("CARGO_BIN_EXE_promptad")).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_promptad"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
     let (a, b) = (spawn(), spawn());
     for child in [a, b] {
         let output = child.wait_with_output().unwrap();
@@ -344,7 +449,6 @@ fn two_workers_given_the_same_shard_agree() {
     ok(&score_args(&model, &shards, &alone, &[]));
     assert_eq!(eval(&out), eval(&alone));
 }
-
 
 #[test]
 fn an_unlabelled_archive_is_scored_without_labels() {
@@ -368,10 +472,23 @@ fn an_unlabelled_archive_is_scored_without_labels() {
     ok(&train_args(data().to_str().unwrap(), &model));
     let out = format!("{root}/scores");
     ok(&score_args(&model, &shards, &out, &[]));
-    assert_eq!(sql_count(&out, "SELECT COUNT(*) FROM scores WHERE gt_label IS NULL AND defect_type IS NULL AND pred_score IS NOT NULL") as usize, n);
+    assert_eq!(
+        sql_count(
+            &out,
+            "SELECT COUNT(*) FROM scores WHERE gt_label IS NULL AND defect_type IS NULL AND pred_score IS NOT NULL"
+        ) as usize,
+        n
+    );
     assert_eq!(sql_count(&out, "SELECT COUNT(*) FROM maps") as usize, n);
     assert_eq!(sql_count(&out, "SELECT COUNT(*) FROM metric_stats"), 0, "no ground truth, no metric statistics");
-    let json: serde_json::Value = serde_json::from_str(&ok(&["sql", &out, "SELECT image_id FROM scores ORDER BY image_id LIMIT 1", "--format", "json"])).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&ok(&[
+        "sql",
+        &out,
+        "SELECT image_id FROM scores ORDER BY image_id LIMIT 1",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
     assert_eq!(json[0]["image_id"], format!("{CATEGORY}/test/2026-11-01/cam0"));
     // Without labels the metrics are undefined (null), not numbers.
     let row = &eval(&out)[CATEGORY];

@@ -13,7 +13,14 @@ use promptad::data::synth::{
 const SIZE: u32 = 96;
 
 fn small(seed: u64) -> SynthConfig {
-    SynthConfig { seed, image_size: SIZE, train_good: 2, test_good: 2, test_defective_per_type: 2, ..SynthConfig::default() }
+    SynthConfig {
+        seed,
+        image_size: SIZE,
+        train_good: 2,
+        test_good: 2,
+        test_defective_per_type: 2,
+        ..SynthConfig::default()
+    }
 }
 
 /// All files under `root`, relative, sorted.
@@ -125,7 +132,12 @@ fn writes_exactly_the_mvtec_layout_with_exact_masks() {
                 let mask = open_mask(&dir.join(format!("ground_truth/{}/{i:03}_mask.png", d.defect_type)));
                 assert_eq!(img.dimensions(), (SIZE, SIZE));
                 assert_eq!(mask.dimensions(), (SIZE, SIZE));
-                assert!(mask.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255), "{}/{}: mask not binary", cat.name, d.defect_type);
+                assert!(
+                    mask.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255),
+                    "{}/{}: mask not binary",
+                    cat.name,
+                    d.defect_type
+                );
                 let area = mask.pixels().filter(|p| p.0[0] == 255).count() as f64 / total;
                 assert!(
                     (MIN_DEFECT_AREA..=MAX_DEFECT_AREA).contains(&area),
@@ -144,7 +156,13 @@ fn writes_exactly_the_mvtec_layout_with_exact_masks() {
                 let grown = dilate(&mask, 2);
                 for (x, y, p) in img.enumerate_pixels() {
                     if grown.get_pixel(x, y).0[0] == 0 {
-                        assert_eq!(p, r.clean.get_pixel(x, y), "{}/{}/{i}: change outside the mask", cat.name, d.defect_type);
+                        assert_eq!(
+                            p,
+                            r.clean.get_pixel(x, y),
+                            "{}/{}/{i}: change outside the mask",
+                            cat.name,
+                            d.defect_type
+                        );
                     }
                 }
             }
@@ -169,7 +187,11 @@ fn masks_cover_changed_pixels_and_little_else() {
                         inside += 1;
                         changed_inside += usize::from(changed);
                     } else {
-                        assert!(!changed, "{}/{defect} seed {seed}: pixel ({x}, {y}) changed outside the mask", info.name);
+                        assert!(
+                            !changed,
+                            "{}/{defect} seed {seed}: pixel ({x}, {y}) changed outside the mask",
+                            info.name
+                        );
                     }
                 }
                 assert!(inside > 0, "{}/{defect}: empty mask", info.name);

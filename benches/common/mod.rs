@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub fn python() -> PathBuf {
-    std::env::var_os("PROMPTAD_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/promptad/venv/bin/python")
-    })
+    std::env::var_os("PROMPTAD_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/promptad/venv/bin/python"))
 }
 
 pub fn manifest_dir() -> &'static Path {

@@ -40,7 +40,9 @@ impl BackboneArgs {
         match (&self.weights, self.random_init) {
             (Some(weights), _) => checkpoint_backbone(&self.model_config, weights, device, self.precision, checksum),
             (None, Some(seed)) => random_backbone(seed, device),
-            (None, None) => bail!("no backbone: pass --weights FILE (an OpenCLIP safetensors checkpoint) or --random-init SEED"),
+            (None, None) => {
+                bail!("no backbone: pass --weights FILE (an OpenCLIP safetensors checkpoint) or --random-init SEED")
+            }
         }
     }
 }

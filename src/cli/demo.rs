@@ -58,7 +58,12 @@ pub fn run(mut args: DemoArgs) -> Result<ExitCode> {
         args.backbone.random_init = Some(args.seed);
     }
     let (clip, backbone) = args.backbone.load(true)?;
-    let mut synth = SynthConfig { seed: args.seed, image_size: args.image_size, test_defective_per_type: args.test_defective, ..SynthConfig::default() };
+    let mut synth = SynthConfig {
+        seed: args.seed,
+        image_size: args.image_size,
+        test_defective_per_type: args.test_defective,
+        ..SynthConfig::default()
+    };
     if !args.categories.is_empty() {
         synth.categories = args.categories.clone();
     }
@@ -80,7 +85,12 @@ pub fn run(mut args: DemoArgs) -> Result<ExitCode> {
     })?;
     bar.finish_and_clear();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"backbone": backbone, "categories": results, "mean": mean(&results), "chance": CHANCE}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"backbone": backbone, "categories": results, "mean": mean(&results), "chance": CHANCE})
+            )?
+        );
     } else {
         print!("{}", table(&results, &backbone));
         println!("\nmodels, scores and data are under {}", args.out.display());

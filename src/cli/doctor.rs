@@ -45,14 +45,24 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     } else {
         println!("promptad {}", env!("CARGO_PKG_VERSION"));
         println!("libtorch required:   {}", info.required);
-        println!("libtorch built with: {} ({})", info.built_against.unwrap_or("unknown"), info.built_lib_dir.unwrap_or("unknown"));
+        println!(
+            "libtorch built with: {} ({})",
+            info.built_against.unwrap_or("unknown"),
+            info.built_lib_dir.unwrap_or("unknown")
+        );
         println!(
             "libtorch loaded:     {} ({})",
             info.loaded_version.as_deref().unwrap_or("unknown"),
-            info.loaded_lib.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "not found in /proc/self/maps".into())
+            info.loaded_lib
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "not found in /proc/self/maps".into())
         );
         println!("cpu threads:         {}", info.threads);
-        println!("cuda:                {} ({} device(s), cudnn {})", info.cuda_available, info.cuda_devices, info.cudnn_available);
+        println!(
+            "cuda:                {} ({} device(s), cudnn {})",
+            info.cuda_available, info.cuda_devices, info.cudnn_available
+        );
         match &version {
             Ok(_) => println!("version check:       ok"),
             Err(e) => println!("version check:       FAILED: {e}"),

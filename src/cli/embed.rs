@@ -65,9 +65,12 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
     let metadata = HashMap::from([
         ("images".to_string(), serde_json::to_string(&args.images)?),
         ("texts".to_string(), serde_json::to_string(&args.texts)?),
-        ("model_config".to_string(), serde_json::to_string(&serde_json::json!({
+        (
+            "model_config".to_string(),
+            serde_json::to_string(&serde_json::json!({
             "name_or_path": backbone.config_name, "embed_dim": config.embed_dim,
-            "vision_width": config.vision_cfg.width, "image_size": config.vision_cfg.image_size }))?),
+            "vision_width": config.vision_cfg.width, "image_size": config.vision_cfg.image_size }))?,
+        ),
         ("precision".to_string(), clip.precision.to_string()),
         ("normalized".to_string(), args.normalize.to_string()),
         ("taps".to_string(), serde_json::to_string(&args.taps)?),

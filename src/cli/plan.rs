@@ -134,17 +134,24 @@ fn check(spec: &Spec, plan: &mut Plan) -> CheckReport {
             Ok(available) => {
                 for category in &spec.categories {
                     if !available.contains(category) {
-                        report.fail("dataset.categories", &anyhow::Error::from(worker::WorkerError::MissingCategory {
-                            category: category.clone(),
-                            data: run.dataset.url.clone(),
-                            available: available.join(", "),
-                        }));
+                        report.fail(
+                            "dataset.categories",
+                            &anyhow::Error::from(worker::WorkerError::MissingCategory {
+                                category: category.clone(),
+                                data: run.dataset.url.clone(),
+                                available: available.join(", "),
+                            }),
+                        );
                         continue;
                     }
                     match dataset.train_good(category) {
                         Ok(good) if good.len() < max_k => report.fail(
                             "train.shots",
-                            &anyhow::Error::from(crate::data::DataError::NotEnoughShots { category: category.clone(), k: max_k, available: good.len() }),
+                            &anyhow::Error::from(crate::data::DataError::NotEnoughShots {
+                                category: category.clone(),
+                                k: max_k,
+                                available: good.len(),
+                            }),
                         ),
                         Ok(_) => {}
                         Err(e) => report.fail(&format!("dataset ({category})"), &e),
@@ -154,11 +161,16 @@ fn check(spec: &Spec, plan: &mut Plan) -> CheckReport {
         },
     }
     if let Some(url) = &run.backbone.weights {
-        let found = url.rsplit_once('/').map_or(Ok(None), |(folder, name)| Location::parse(folder).and_then(|l| l.head(name)).map(|m| m.map(|m| m.size)));
+        let found = url.rsplit_once('/').map_or(Ok(None), |(folder, name)| {
+            Location::parse(folder).and_then(|l| l.head(name)).map(|m| m.map(|m| m.size))
+        });
         match found {
             Ok(Some(size)) => report.notes.push(format!("backbone weights {url}: {:.1} MB", size as f64 / 1e6)),
-            Ok(None) => report.fail("backbone.weights", &anyhow::Error::from(crate::store::StoreError::NotFound { url: url.clone() })
-                .context("upload the OpenCLIP safetensors checkpoint there (README: Running on Kubernetes)")),
+            Ok(None) => report.fail(
+                "backbone.weights",
+                &anyhow::Error::from(crate::store::StoreError::NotFound { url: url.clone() })
+                    .context("upload the OpenCLIP safetensors checkpoint there (README: Running on Kubernetes)"),
+            ),
             Err(e) => report.fail("backbone.weights", &e.into()),
         }
     }
@@ -178,10 +190,18 @@ fn check(spec: &Spec, plan: &mut Plan) -> CheckReport {
             }
         }
     }
-    report.notes.push(format!("{} of {} models trained so far", plan.train.completions - missing_models, plan.train.completions));
+    report.notes.push(format!(
+        "{} of {} models trained so far",
+        plan.train.completions - missing_models,
+        plan.train.completions
+    ));
 
     for (i, archive) in spec.archives().iter().enumerate() {
-        let key = if run.score.archives.is_empty() { "dataset.url (the default archive)".to_string() } else { format!("score.archives[{i}].url") };
+        let key = if run.score.archives.is_empty() {
+            "dataset.url (the default archive)".to_string()
+        } else {
+            format!("score.archives[{i}].url")
+        };
         let dataset = match Dataset::open(&archive.url) {
             Ok(d) => d,
             Err(e) => {

@@ -88,8 +88,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let base = args.run_id.clone().unwrap_or_else(|| spec.run.score.run_id.clone());
     let mut evals: Vec<(String, String)> = Vec::new();
     for item in &plan.score.items {
-        let id = resolve_run_id(&model_run_id(&base, crate::spec::ModelRef { k: item.k, seed: item.seed }), Some(&job_name))
-            .context("the local rehearsal names its Jobs promptad-<spec name>, which has no CronJob date; pass --run-id")?;
+        let id =
+            resolve_run_id(&model_run_id(&base, crate::spec::ModelRef { k: item.k, seed: item.seed }), Some(&job_name))
+                .context(
+                    "the local rehearsal names its Jobs promptad-<spec name>, which has no CronJob date; pass --run-id",
+                )?;
         if !evals.contains(&(item.out.clone(), id.clone())) {
             evals.push((item.out.clone(), id));
         }
@@ -103,9 +106,19 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         args.spec.display()
     );
 
-    let train_tasks = plan.train.items.iter().map(|t| (t.index, format!("{} k{} seed{}", t.category, t.k, t.seed))).collect();
+    let train_tasks =
+        plan.train.items.iter().map(|t| (t.index, format!("{} k{} seed{}", t.category, t.k, t.seed))).collect();
     let spec_arg = args.spec.display().to_string();
-    let mut failed = run_job(&exe, "train", &spec_arg, &[], train_tasks, parallel, args.backoff_limit_per_index, &format!("{job_name}-train"));
+    let mut failed = run_job(
+        &exe,
+        "train",
+        &spec_arg,
+        &[],
+        train_tasks,
+        parallel,
+        args.backoff_limit_per_index,
+        &format!("{job_name}-train"),
+    );
     if failed.is_empty() {
         let mut extra = Vec::new();
         if let Some(id) = &args.run_id {
@@ -115,9 +128,23 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             .score
             .items
             .iter()
-            .map(|s| (s.index, format!("{} {} k{} seed{} worker {}/{}", s.archive, s.category, s.k, s.seed, s.worker, s.workers)))
+            .map(|s| {
+                (
+                    s.index,
+                    format!("{} {} k{} seed{} worker {}/{}", s.archive, s.category, s.k, s.seed, s.worker, s.workers),
+                )
+            })
             .collect();
-        failed = run_job(&exe, "score", &spec_arg, &extra, score_tasks, parallel, args.backoff_limit_per_index, &format!("{job_name}-score"));
+        failed = run_job(
+            &exe,
+            "score",
+            &spec_arg,
+            &extra,
+            score_tasks,
+            parallel,
+            args.backoff_limit_per_index,
+            &format!("{job_name}-score"),
+        );
     } else {
         eprintln!("promptad run: training failed, so scoring was not started (as after a failed training Job)");
     }
@@ -133,7 +160,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     for (out, id) in &evals {
         println!("\n{out}, run {id}:");
         std::io::stdout().flush()?;
-        let status = Command::new(&exe).args(["eval", out, "--run", id]).status().context("cannot start promptad eval")?;
+        let status =
+            Command::new(&exe).args(["eval", out, "--run", id]).status().context("cannot start promptad eval")?;
         ok &= status.success();
     }
     eprintln!("promptad run: done in {:.1} s", started.elapsed().as_secs_f64());
@@ -142,8 +170,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 
 /// Runs the tasks of one Job to the end; returns the ones that failed for good.
 #[allow(clippy::too_many_arguments)]
-fn run_job(exe: &Path, job: &'static str, spec: &str, extra: &[String], tasks: Vec<(usize, String)>, parallel: usize, backoff_limit: usize, job_name: &str) -> Vec<Failed> {
-    let mut queue: VecDeque<Task> = tasks.into_iter().map(|(index, label)| Task { index, label, failures: 0, starts: 0 }).collect();
+fn run_job(
+    exe: &Path,
+    job: &'static str,
+    spec: &str,
+    extra: &[String],
+    tasks: Vec<(usize, String)>,
+    parallel: usize,
+    backoff_limit: usize,
+    job_name: &str,
+) -> Vec<Failed> {
+    let mut queue: VecDeque<Task> =
+        tasks.into_iter().map(|(index, label)| Task { index, label, failures: 0, starts: 0 }).collect();
     let mut running: Vec<Running> = Vec::new();
     let mut failed = Vec::new();
     while !queue.is_empty() || !running.is_empty() {
@@ -166,7 +204,12 @@ fn run_job(exe: &Path, job: &'static str, spec: &str, extra: &[String], tasks: V
                 }
                 Err(e) => {
                     let r = running.swap_remove(i);
-                    failed.push(Failed { job, index: r.task.index, label: r.task.label, why: format!("cannot wait for the worker: {e}") });
+                    failed.push(Failed {
+                        job,
+                        index: r.task.index,
+                        label: r.task.label,
+                        why: format!("cannot wait for the worker: {e}"),
+                    });
                     continue;
                 }
             };
@@ -176,18 +219,35 @@ fn run_job(exe: &Path, job: &'static str, spec: &str, extra: &[String], tasks: V
             }
             let seconds = started.elapsed().as_secs_f64();
             let (verdict, why) = verdict(&status);
-            eprintln!("[{job} {}] {} ({}) after {seconds:.1} s: {why}", task.index, describe_status(&status), task.label);
+            eprintln!(
+                "[{job} {}] {} ({}) after {seconds:.1} s: {why}",
+                task.index,
+                describe_status(&status),
+                task.label
+            );
             match verdict {
                 Verdict::Done => {}
-                Verdict::FailIndex => failed.push(Failed { job, index: task.index, label: task.label, why: format!("{}: {why}", describe_status(&status)) }),
+                Verdict::FailIndex => failed.push(Failed {
+                    job,
+                    index: task.index,
+                    label: task.label,
+                    why: format!("{}: {why}", describe_status(&status)),
+                }),
                 Verdict::RetryUncounted if task.starts < MAX_STOPPED_STARTS => queue.push_back(task),
-                Verdict::RetryUncounted => {
-                    failed.push(Failed { job, index: task.index, label: task.label, why: format!("stopped {MAX_STOPPED_STARTS} times") })
-                }
+                Verdict::RetryUncounted => failed.push(Failed {
+                    job,
+                    index: task.index,
+                    label: task.label,
+                    why: format!("stopped {MAX_STOPPED_STARTS} times"),
+                }),
                 Verdict::Retry => {
                     task.failures += 1;
                     if task.failures > backoff_limit {
-                        let why = format!("{}: {why}; {} failure(s), backoff limit {backoff_limit}", describe_status(&status), task.failures);
+                        let why = format!(
+                            "{}: {why}; {} failure(s), backoff limit {backoff_limit}",
+                            describe_status(&status),
+                            task.failures
+                        );
                         failed.push(Failed { job, index: task.index, label: task.label, why });
                     } else {
                         queue.push_back(task);
@@ -215,8 +275,12 @@ fn verdict(status: &ExitStatus) -> (Verdict, &'static str) {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(0), _) => (Verdict::Done, worker::describe(exit::OK)),
-        (Some(code), _) if worker::PERMANENT.contains(&(code as u8)) => (Verdict::FailIndex, worker::describe(code as u8)),
-        (Some(code), _) if worker::NOT_COUNTED.contains(&(code as u8)) => (Verdict::RetryUncounted, worker::describe(code as u8)),
+        (Some(code), _) if worker::PERMANENT.contains(&(code as u8)) => {
+            (Verdict::FailIndex, worker::describe(code as u8))
+        }
+        (Some(code), _) if worker::NOT_COUNTED.contains(&(code as u8)) => {
+            (Verdict::RetryUncounted, worker::describe(code as u8))
+        }
         (Some(code), _) => (Verdict::Retry, worker::describe(code as u8)),
         // Killed by SIGTERM before its handler was in place: stopped, like a preempted pod.
         (None, Some(15)) => (Verdict::RetryUncounted, "killed by SIGTERM: retried without counting"),
@@ -234,7 +298,14 @@ fn describe_status(status: &ExitStatus) -> String {
 }
 
 /// Starts one worker with its output relayed line by line, prefixed with its job and index.
-fn start(exe: &Path, job: &str, spec: &str, extra: &[String], index: usize, job_name: &str) -> Result<(Child, Vec<std::thread::JoinHandle<()>>)> {
+fn start(
+    exe: &Path,
+    job: &str,
+    spec: &str,
+    extra: &[String],
+    index: usize,
+    job_name: &str,
+) -> Result<(Child, Vec<std::thread::JoinHandle<()>>)> {
     let mut child = Command::new(exe)
         .args([job, "--spec", spec, "--index", &index.to_string()])
         .args(extra)
@@ -278,7 +349,11 @@ mod tests {
         assert_eq!(verdict(&code(143)).0, Verdict::RetryUncounted);
         assert_eq!(verdict(&code(75)).0, Verdict::Retry);
         assert_eq!(verdict(&code(1)).0, Verdict::Retry);
-        assert_eq!(verdict(&ExitStatus::from_raw(9)).0, Verdict::Retry, "SIGKILL counts, as a pod killed for memory does");
+        assert_eq!(
+            verdict(&ExitStatus::from_raw(9)).0,
+            Verdict::Retry,
+            "SIGKILL counts, as a pod killed for memory does"
+        );
         assert_eq!(verdict(&ExitStatus::from_raw(15)).0, Verdict::RetryUncounted);
     }
 }

@@ -9,9 +9,9 @@ use clap::Args;
 use super::backbone::checked_device;
 use crate::artifact::Artifact;
 use crate::clip::Precision;
+use crate::data::dataset::Dataset;
 use crate::data::prepare::Compat;
 use crate::detect::Guidance;
-use crate::data::dataset::Dataset;
 use crate::pipeline::score::{score_category, ScoreOptions, ScoreSummary};
 use crate::spec::{Spec, SpecError};
 use crate::store::Location;
@@ -175,7 +175,10 @@ fn report(category: &str, summary: &ScoreSummary) -> bool {
             summary.images as f64 / t.wall, t.wall, t.read, t.decode, t.model, t.write, t.wait
         );
         match summary.metrics() {
-            Ok(m) => println!("this worker's images: image AUROC {:.4}  pixel AUROC {:.4}  AUPRO {:.4}", m.image_auroc, m.pixel_auroc, m.aupro),
+            Ok(m) => println!(
+                "this worker's images: image AUROC {:.4}  pixel AUROC {:.4}  AUPRO {:.4}",
+                m.image_auroc, m.pixel_auroc, m.aupro
+            ),
             Err(e) => println!("metrics not computed: {e}"),
         }
     }

@@ -45,7 +45,12 @@ pub struct ShardArgs {
 
 pub fn run(args: ShardArgs) -> Result<ExitCode> {
     let (src, dst) = (Location::parse(&args.src)?, Location::parse(&args.dst)?);
-    let options = PackOptions { rows_per_shard: args.rows_per_shard, categories: args.categories.clone(), plain_category: args.plain_category.clone(), overwrite: args.overwrite };
+    let options = PackOptions {
+        rows_per_shard: args.rows_per_shard,
+        categories: args.categories.clone(),
+        plain_category: args.plain_category.clone(),
+        overwrite: args.overwrite,
+    };
     let bar = super::progress_bar(0, "packing");
     let list = pack(&src, &dst, &options, |n| bar.inc(n as u64))?;
     bar.finish_and_clear();

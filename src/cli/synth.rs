@@ -79,7 +79,11 @@ pub fn run(args: SynthArgs) -> Result<ExitCode> {
         let defects: Vec<String> = cat.defects.iter().map(|d| format!("{} {}", d.defect_type, d.count)).collect();
         let lo = cat.defects.iter().filter_map(|d| d.min_area_fraction).fold(f64::INFINITY, f64::min);
         let hi = cat.defects.iter().filter_map(|d| d.max_area_fraction).fold(0.0, f64::max);
-        let area = if lo.is_finite() { format!(", defect area {:.2}%–{:.2}%", lo * 100.0, hi * 100.0) } else { String::new() };
+        let area = if lo.is_finite() {
+            format!(", defect area {:.2}%–{:.2}%", lo * 100.0, hi * 100.0)
+        } else {
+            String::new()
+        };
         println!(
             "{} ({}): {} train good, {} test good, {} defective [{}]{} -> {}",
             cat.name,

@@ -117,8 +117,14 @@ fn worker_mode(spec: &Path, index: Option<usize>, overwrite: bool) -> ExitCode {
             }
         })?;
         match outcome {
-            TrainOutcome::Trained(m) => println!("index {index}: {} k={} seed={}: model {} written to {}", item.category, item.k, item.seed, m.version, item.artifact),
-            TrainOutcome::AlreadyTrained(m) => println!("index {index}: {} k={} seed={}: model {} already at {}; nothing to do", item.category, item.k, item.seed, m.version, item.artifact),
+            TrainOutcome::Trained(m) => println!(
+                "index {index}: {} k={} seed={}: model {} written to {}",
+                item.category, item.k, item.seed, m.version, item.artifact
+            ),
+            TrainOutcome::AlreadyTrained(m) => println!(
+                "index {index}: {} k={} seed={}: model {} already at {}; nothing to do",
+                item.category, item.k, item.seed, m.version, item.artifact
+            ),
         }
         Ok(())
     })();
@@ -127,7 +133,11 @@ fn worker_mode(spec: &Path, index: Option<usize>, overwrite: bool) -> ExitCode {
 
 fn flag_mode(args: TrainArgs, data: String, category: String) -> Result<ExitCode> {
     let (clip, backbone) = args.backbone.load(true)?;
-    let prompts = |base: PromptConfig| PromptConfig { manual_anomaly: !args.no_manual_prompts, learnable_anomaly: !args.no_learnable_prompts, ..base };
+    let prompts = |base: PromptConfig| PromptConfig {
+        manual_anomaly: !args.no_manual_prompts,
+        learnable_anomaly: !args.no_learnable_prompts,
+        ..base
+    };
     let job = TrainJob {
         dataset: data.clone(),
         category: category.clone(),
@@ -142,7 +152,9 @@ fn flag_mode(args: TrainArgs, data: String, category: String) -> Result<ExitCode
         detect: DetectConfig { guidance: args.guidance, taps: args.taps.clone(), ..DetectConfig::default() },
     };
     let dataset = data.trim_end_matches('/').rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("data").to_string();
-    let out = Location::parse(&args.out.clone().unwrap_or_else(|| format!("models/{}", default_rel(&dataset, &category, job.k, args.seed))))?;
+    let out = Location::parse(
+        &args.out.clone().unwrap_or_else(|| format!("models/{}", default_rel(&dataset, &category, job.k, args.seed))),
+    )?;
     let bar = super::progress_bar(2 * job.train.steps as u64, &format!("training {category}"));
     let manifest = train_category(&job, &clip, backbone, &out, args.overwrite, |head, step, loss| {
         bar.inc(1);

@@ -62,12 +62,23 @@ impl fmt::Display for KeyMismatch {
             }
             Ok(())
         };
-        section(f, "missing keys (expected by the model, absent from the file)", self.missing.iter().map(|(k, s)| format!("{k} {s:?}")).collect())?;
-        section(f, "unexpected keys (in the file, unknown to the model)", self.unexpected.iter().map(|(k, s)| format!("{k} {s:?}")).collect())?;
+        section(
+            f,
+            "missing keys (expected by the model, absent from the file)",
+            self.missing.iter().map(|(k, s)| format!("{k} {s:?}")).collect(),
+        )?;
+        section(
+            f,
+            "unexpected keys (in the file, unknown to the model)",
+            self.unexpected.iter().map(|(k, s)| format!("{k} {s:?}")).collect(),
+        )?;
         section(
             f,
             "shape mismatches",
-            self.wrong_shape.iter().map(|(k, want, got)| format!("{k}: model expects {want:?}, file has {got:?}")).collect(),
+            self.wrong_shape
+                .iter()
+                .map(|(k, want, got)| format!("{k}: model expects {want:?}, file has {got:?}"))
+                .collect(),
         )
     }
 }

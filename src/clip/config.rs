@@ -147,7 +147,9 @@ impl ModelConfig {
         } else {
             serde_json::from_value::<ModelConfig>(value)
         }
-        .map_err(|e| config_error(format!("{e} (only the ViT image tower and the standard text tower are supported)")))?;
+        .map_err(|e| {
+            config_error(format!("{e} (only the ViT image tower and the standard text tower are supported)"))
+        })?;
         config.validate().map_err(config_error)?;
         Ok(config)
     }
@@ -192,9 +194,14 @@ impl ModelConfig {
             return Err(format!("text_cfg.width {} is not a multiple of heads {}", t.width, t.heads));
         }
         if v.image_size % v.patch_size != 0 {
-            return Err(format!("vision_cfg.image_size {} is not a multiple of patch_size {}", v.image_size, v.patch_size));
+            return Err(format!(
+                "vision_cfg.image_size {} is not a multiple of patch_size {}",
+                v.image_size, v.patch_size
+            ));
         }
-        for (field, n) in [("vision_cfg.layers", v.layers), ("text_cfg.layers", t.layers), ("embed_dim", self.embed_dim)] {
+        for (field, n) in
+            [("vision_cfg.layers", v.layers), ("text_cfg.layers", t.layers), ("embed_dim", self.embed_dim)]
+        {
             if n <= 0 {
                 return Err(format!("{field} must be positive, got {n}"));
             }
@@ -246,7 +253,8 @@ mod tests {
         let err = ModelConfig::from_json(&json.to_string(), "y.json").unwrap_err().to_string();
         assert!(err.contains("text_cfg.no_causal_mask"), "{err}");
 
-        let hub = serde_json::json!({"model_cfg": serde_json::from_str::<serde_json::Value>(VIT_B_16_PLUS_240).unwrap()});
+        let hub =
+            serde_json::json!({"model_cfg": serde_json::from_str::<serde_json::Value>(VIT_B_16_PLUS_240).unwrap()});
         assert_eq!(ModelConfig::from_json(&hub.to_string(), "hub").unwrap(), base);
     }
 }

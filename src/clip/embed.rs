@@ -77,7 +77,13 @@ pub fn embed(clip: &Clip, request: &EmbedRequest, mut on_batch: impl FnMut(usize
     Ok(Embeddings {
         image_global: cat(globals),
         image_patch_tokens: cat(patches),
-        image_taps: request.taps.iter().copied().zip(taps).filter_map(|(k, parts)| cat(parts).map(|t| (k, t))).collect(),
+        image_taps: request
+            .taps
+            .iter()
+            .copied()
+            .zip(taps)
+            .filter_map(|(k, parts)| cat(parts).map(|t| (k, t)))
+            .collect(),
         text_features,
         text_tokens,
     })

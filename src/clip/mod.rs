@@ -186,13 +186,25 @@ mod tests {
 
     #[test]
     fn fp32_set_matches_open_clip_convert_weights_to_lp() {
-        for kept in ["visual.ln_pre.weight", "ln_final.bias", "visual.transformer.resblocks.0.ln_1.weight",
-                     "token_embedding.weight", "positional_embedding", "visual.positional_embedding",
-                     "visual.class_embedding", "logit_scale"] {
+        for kept in [
+            "visual.ln_pre.weight",
+            "ln_final.bias",
+            "visual.transformer.resblocks.0.ln_1.weight",
+            "token_embedding.weight",
+            "positional_embedding",
+            "visual.positional_embedding",
+            "visual.class_embedding",
+            "logit_scale",
+        ] {
             assert!(stays_fp32(kept), "{kept}");
         }
-        for cast in ["visual.proj", "text_projection", "visual.conv1.weight", "transformer.resblocks.3.attn.in_proj_weight",
-                     "visual.transformer.resblocks.0.mlp.c_fc.bias"] {
+        for cast in [
+            "visual.proj",
+            "text_projection",
+            "visual.conv1.weight",
+            "transformer.resblocks.3.attn.in_proj_weight",
+            "visual.transformer.resblocks.0.mlp.c_fc.bias",
+        ] {
             assert!(!stays_fp32(cast), "{cast}");
         }
     }

@@ -111,7 +111,11 @@ pub fn resize_bicubic(image: &RgbImage, width: u32, height: u32) -> RgbImage {
             let row = &current[y * in_w * 3..(y + 1) * in_w * 3];
             for (x, t) in horizontal.iter().enumerate() {
                 for c in 0..3 {
-                    let acc = t.weights.iter().enumerate().fold(half, |acc, (i, &w)| acc + row[(t.first + i) * 3 + c] as i64 * w as i64);
+                    let acc = t
+                        .weights
+                        .iter()
+                        .enumerate()
+                        .fold(half, |acc, (i, &w)| acc + row[(t.first + i) * 3 + c] as i64 * w as i64);
                     out[(y * out_w + x) * 3 + c] = clip8(acc);
                 }
             }
@@ -125,7 +129,9 @@ pub fn resize_bicubic(image: &RgbImage, width: u32, height: u32) -> RgbImage {
         for (y, t) in vertical.iter().enumerate() {
             for x in 0..current_w {
                 for c in 0..3 {
-                    let acc = t.weights.iter().enumerate().fold(half, |acc, (i, &w)| acc + current[((t.first + i) * current_w + x) * 3 + c] as i64 * w as i64);
+                    let acc = t.weights.iter().enumerate().fold(half, |acc, (i, &w)| {
+                        acc + current[((t.first + i) * current_w + x) * 3 + c] as i64 * w as i64
+                    });
                     out[(y * out_w + x) * 3 + c] = clip8(acc);
                 }
             }
@@ -151,7 +157,8 @@ pub fn normalized_chw(image: &RgbImage, swap_red_blue: bool) -> Vec<f32> {
 
 /// Resized RGB8 images to a normalised `[B, 3, S, S]` fp32 tensor on the CPU.
 pub fn to_normalized_tensor(images: &[RgbImage], size: u32) -> Tensor {
-    let data: Vec<f32> = images.iter().flat_map(|image| normalized_chw(&resize_bicubic(image, size, size), false)).collect();
+    let data: Vec<f32> =
+        images.iter().flat_map(|image| normalized_chw(&resize_bicubic(image, size, size), false)).collect();
     Tensor::from_slice(&data).view([images.len() as i64, 3, size as i64, size as i64]).to_kind(Kind::Float)
 }
 
@@ -165,7 +172,11 @@ mod tests {
         let image = RgbImage::from_pixel(1, 1, image::Rgb([255, 0, 128]));
         let t = to_normalized_tensor(&[image], 1);
         let got: Vec<f32> = Vec::try_from(t.flatten(0, -1)).unwrap();
-        let want = [(1.0 - OPENAI_MEAN[0]) / OPENAI_STD[0], (0.0 - OPENAI_MEAN[1]) / OPENAI_STD[1], (128.0 / 255.0 - OPENAI_MEAN[2]) / OPENAI_STD[2]];
+        let want = [
+            (1.0 - OPENAI_MEAN[0]) / OPENAI_STD[0],
+            (0.0 - OPENAI_MEAN[1]) / OPENAI_STD[1],
+            (128.0 / 255.0 - OPENAI_MEAN[2]) / OPENAI_STD[2],
+        ];
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
         }

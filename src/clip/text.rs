@@ -34,7 +34,9 @@ impl TextTransformer {
             token_embedding: (&p / "token_embedding").var("weight", &[t.vocab_size, t.width], nn::Init::Const(0.0)),
             positional_embedding: p.var("positional_embedding", &[t.context_length, t.width], nn::Init::Const(0.0)),
             resblocks: (0..t.layers)
-                .map(|i| ResidualAttentionBlock::new(&blocks / i, t.width, t.heads, config.text_mlp_width(), activation))
+                .map(|i| {
+                    ResidualAttentionBlock::new(&blocks / i, t.width, t.heads, config.text_mlp_width(), activation)
+                })
                 .collect(),
             ln_final: LayerNorm::new(&p / "ln_final", t.width),
             text_projection: p.var("text_projection", &[t.width, config.embed_dim], nn::Init::Const(0.0)),
@@ -62,13 +64,19 @@ impl TextTransformer {
             });
         }
         if tokens.kind() != Kind::Int64 {
-            return Err(ClipError::Option { name: "token ids".into(), message: format!("must be int64, got {:?}", tokens.kind()) });
+            return Err(ClipError::Option {
+                name: "token ids".into(),
+                message: format!("must be int64, got {:?}", tokens.kind()),
+            });
         }
         let (min, max) = (i64::try_from(tokens.min()).unwrap_or(-1), i64::try_from(tokens.max()).unwrap_or(i64::MAX));
         if min < 0 || max >= self.vocab_size {
             return Err(ClipError::Option {
                 name: "token ids".into(),
-                message: format!("ids must lie in [0, {}), got [{min}, {max}]; was the text tokenized for this model?", self.vocab_size),
+                message: format!(
+                    "ids must lie in [0, {}), got [{min}, {max}]; was the text tokenized for this model?",
+                    self.vocab_size
+                ),
             });
         }
         Ok(())
@@ -106,7 +114,8 @@ impl TextTransformer {
         let kind = self.text_projection.kind();
         let eot = tokens.argmax(-1, false).to_device(embeddings.device());
         let prefix = i64::try_from(eot.max()).expect("argmax of a non-empty row") + 1;
-        let xs = embeddings.narrow(1, 0, prefix).to_kind(kind) + self.positional_embedding.narrow(0, 0, prefix).to_kind(kind);
+        let xs = embeddings.narrow(1, 0, prefix).to_kind(kind)
+            + self.positional_embedding.narrow(0, 0, prefix).to_kind(kind);
         let mask = causal_mask(prefix, kind, embeddings.device());
         let xs = self.resblocks.iter().fold(xs, |xs, block| block.forward(&xs, Some(&mask)));
         let xs = self.ln_final.forward(&xs);

@@ -51,7 +51,13 @@ impl VisionTransformer {
             ln_pre: (!v.no_ln_pre).then(|| LayerNorm::new(&p / "ln_pre", v.width)),
             resblocks: (0..v.layers)
                 .map(|i| {
-                    ResidualAttentionBlock::new(&blocks / i, v.width, config.vision_heads(), config.vision_mlp_width(), activation)
+                    ResidualAttentionBlock::new(
+                        &blocks / i,
+                        v.width,
+                        config.vision_heads(),
+                        config.vision_mlp_width(),
+                        activation,
+                    )
                 })
                 .collect(),
             ln_post: LayerNorm::new(&p / "ln_post", v.width),
@@ -73,11 +79,7 @@ impl VisionTransformer {
         let size = images.size();
         let s = self.image_size;
         if size.len() != 4 || size[1] != 3 || size[2] != s || size[3] != s {
-            return Err(ClipError::Shape {
-                what: "images".into(),
-                expected: format!("[B, 3, {s}, {s}]"),
-                got: size,
-            });
+            return Err(ClipError::Shape { what: "images".into(), expected: format!("[B, 3, {s}, {s}]"), got: size });
         }
         Ok(())
     }
@@ -112,7 +114,10 @@ impl VisionTransformer {
         if let Some(&bad) = tap_blocks.iter().find(|&&i| i >= self.resblocks.len()) {
             return Err(ClipError::Option {
                 name: "memory tap block".into(),
-                message: format!("block {bad} does not exist; the vision tower has {} blocks (0-based)", self.resblocks.len()),
+                message: format!(
+                    "block {bad} does not exist; the vision tower has {} blocks (0-based)",
+                    self.resblocks.len()
+                ),
             });
         }
         let x_in = self.embed(images);

@@ -8,8 +8,8 @@ use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
 
 use super::folder::{list_categories, scan_category, Sample, Split};
-use super::DataError;
 use super::shard::{list_shards, ImageRecord, ShardInfo, ShardReader, SHARD_LIST};
+use super::DataError;
 use crate::store::Location;
 
 #[derive(Debug, Clone)]
@@ -72,7 +72,8 @@ impl Dataset {
 
     fn unknown_category(&self, category: &str) -> anyhow::Error {
         let available = self.categories().map(|c| c.join(", ")).unwrap_or_default();
-        DataError::UnknownCategory { root: self.location().url().to_string(), category: category.into(), available }.into()
+        DataError::UnknownCategory { root: self.location().url().to_string(), category: category.into(), available }
+            .into()
     }
 
     /// The normal training images of `category` (metadata only), sorted by id.
@@ -86,14 +87,23 @@ impl Dataset {
                     for batch in ShardReader::open(root, &shard.path, 1024, false)? {
                         for r in batch? {
                             if r.gt_label == Some(0) || r.defect_type.as_deref() == Some("good") {
-                                samples.push(Sample { id: r.image_id, category: r.category, split: Split::Train, defect_type: "good".into(), image: r.source_uri, mask: None });
+                                samples.push(Sample {
+                                    id: r.image_id,
+                                    category: r.category,
+                                    split: Split::Train,
+                                    defect_type: "good".into(),
+                                    image: r.source_uri,
+                                    mask: None,
+                                });
                             }
                         }
                     }
                 }
                 samples.sort_by(|a, b| a.id.cmp(&b.id));
                 if samples.is_empty() {
-                    bail!("the shards of {category:?} in {root} hold no normal training images (split=train, gt_label 0)");
+                    bail!(
+                        "the shards of {category:?} in {root} hold no normal training images (split=train, gt_label 0)"
+                    );
                 }
                 Ok(samples)
             }
@@ -106,7 +116,8 @@ impl Dataset {
             Self::Folder(root) => samples.par_iter().map(|s| fetch(root, s)).collect(),
             Self::Shards(root) => {
                 let Some(category) = samples.first().map(|s| s.category.clone()) else { return Ok(Vec::new()) };
-                let mut wanted: HashMap<&str, usize> = samples.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+                let mut wanted: HashMap<&str, usize> =
+                    samples.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
                 let mut found: Vec<Option<ImageRecord>> = vec![None; samples.len()];
                 for shard in self.category_shards(&category, |split| split == "train")? {
                     for batch in ShardReader::open(root, &shard.path, 64, true)? {
@@ -120,7 +131,11 @@ impl Dataset {
                         break;
                     }
                 }
-                found.into_iter().zip(samples).map(|(r, s)| r.ok_or_else(|| anyhow!("image {} vanished from the shards of {root}", s.id))).collect()
+                found
+                    .into_iter()
+                    .zip(samples)
+                    .map(|(r, s)| r.ok_or_else(|| anyhow!("image {} vanished from the shards of {root}", s.id)))
+                    .collect()
             }
         }
     }
@@ -135,13 +150,23 @@ impl Dataset {
                 Ok(test
                     .chunks(rows_per_unit.max(1))
                     .enumerate()
-                    .map(|(i, chunk)| WorkUnit { category: category.into(), name: format!("test-{i:05}"), images: chunk.len(), source: UnitSource::Files(chunk.to_vec()) })
+                    .map(|(i, chunk)| WorkUnit {
+                        category: category.into(),
+                        name: format!("test-{i:05}"),
+                        images: chunk.len(),
+                        source: UnitSource::Files(chunk.to_vec()),
+                    })
                     .collect())
             }
             Self::Shards(_) => Ok(self
                 .category_shards(category, |split| split != "train")?
                 .into_iter()
-                .map(|s| WorkUnit { category: category.into(), name: s.unit_name(), images: s.rows, source: UnitSource::Shard(s) })
+                .map(|s| WorkUnit {
+                    category: category.into(),
+                    name: s.unit_name(),
+                    images: s.rows,
+                    source: UnitSource::Shard(s),
+                })
                 .collect()),
         }
     }
@@ -152,14 +177,19 @@ impl Dataset {
         if !all.iter().any(|s| s.category == category) {
             return Err(self.unknown_category(category));
         }
-        let mut shards: Vec<ShardInfo> = all.into_iter().filter(|s| s.category == category && split(&s.split)).collect();
+        let mut shards: Vec<ShardInfo> =
+            all.into_iter().filter(|s| s.category == category && split(&s.split)).collect();
         shards.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(shards)
     }
 
     /// The records of `unit` in batches of up to `batch` (a folder unit fetches each batch's
     /// files in parallel; a shard streams row groups).
-    pub fn read_unit(&self, unit: &WorkUnit, batch: usize) -> Result<Box<dyn Iterator<Item = Result<Vec<ImageRecord>>> + Send>> {
+    pub fn read_unit(
+        &self,
+        unit: &WorkUnit,
+        batch: usize,
+    ) -> Result<Box<dyn Iterator<Item = Result<Vec<ImageRecord>>> + Send>> {
         let root = self.location().clone();
         Ok(match &unit.source {
             UnitSource::Shard(shard) => Box::new(ShardReader::open(&root, &shard.path, batch, true)?),

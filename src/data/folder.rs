@@ -128,7 +128,11 @@ pub fn scan_category(root: &Location, category: &str) -> Result<CategoryFolder, 
     }
     if train_good.is_empty() {
         let available = list_categories(root).unwrap_or_default();
-        return Err(DataError::UnknownCategory { root: root.url().to_string(), category: category.into(), available: available.join(", ") });
+        return Err(DataError::UnknownCategory {
+            root: root.url().to_string(),
+            category: category.into(),
+            available: available.join(", "),
+        });
     }
     let mut test = Vec::with_capacity(test_images.len());
     for (defect_type, image) in test_images {
@@ -160,7 +164,12 @@ fn sample(category: &str, split: Split, defect_type: &str, image: String, mask: 
 
 /// The k normal shots: the images named in `explicit` (file name or stem), or k drawn without
 /// replacement from the sorted list by a generator seeded with `seed`, in list order.
-pub fn select_shots(train_good: &[Sample], k: usize, seed: u64, explicit: Option<&[String]>) -> Result<Vec<Sample>, DataError> {
+pub fn select_shots(
+    train_good: &[Sample],
+    k: usize,
+    seed: u64,
+    explicit: Option<&[String]>,
+) -> Result<Vec<Sample>, DataError> {
     let category = train_good.first().map(|s| s.category.clone()).unwrap_or_default();
     if let Some(names) = explicit {
         return names
@@ -215,7 +224,10 @@ mod tests {
         let dir = mvtec_tree();
         let folder = scan_category(&root(&dir), "bottle").unwrap();
         assert_eq!(folder.train_good.len(), 5);
-        assert_eq!(folder.test.iter().map(|s| (s.id.as_str(), s.label())).collect::<Vec<_>>(), [("bottle/test/broken_large/000", 1), ("bottle/test/good/000", 0)]);
+        assert_eq!(
+            folder.test.iter().map(|s| (s.id.as_str(), s.label())).collect::<Vec<_>>(),
+            [("bottle/test/broken_large/000", 1), ("bottle/test/good/000", 0)]
+        );
         assert_eq!(folder.test[0].mask.as_deref(), Some("bottle/ground_truth/broken_large/000_mask.png"));
         assert_eq!(list_categories(&root(&dir)).unwrap(), ["bottle"]);
     }

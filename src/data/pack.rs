@@ -8,7 +8,9 @@ use rayon::prelude::*;
 
 use super::dataset::fetch;
 use super::folder::{is_image, list_categories, scan_category, Sample, Split};
-use super::shard::{write_shard, ImageRecord, ShardInfo, ShardList, ROWS_PER_ROW_GROUP, SHARD_LIST, SHARD_SCHEMA_VERSION};
+use super::shard::{
+    write_shard, ImageRecord, ShardInfo, ShardList, ROWS_PER_ROW_GROUP, SHARD_LIST, SHARD_SCHEMA_VERSION,
+};
 use crate::store::Location;
 
 #[derive(Debug, Clone)]
@@ -24,7 +26,12 @@ pub struct PackOptions {
 
 /// Packs `src` into shards under `dst`; `_shards.json` is written last, so an interrupted pack
 /// is not mistaken for a complete one. `on_images(n)` reports progress.
-pub fn pack(src: &Location, dst: &Location, options: &PackOptions, mut on_images: impl FnMut(usize)) -> Result<ShardList> {
+pub fn pack(
+    src: &Location,
+    dst: &Location,
+    options: &PackOptions,
+    mut on_images: impl FnMut(usize),
+) -> Result<ShardList> {
     if options.rows_per_shard == 0 {
         bail!("--rows-per-shard must be at least 1");
     }
@@ -49,7 +56,16 @@ pub fn pack(src: &Location, dst: &Location, options: &PackOptions, mut on_images
             if samples.is_empty() {
                 bail!("{src}: no images found (png, jpg, jpeg, bmp, tif, tiff)");
             }
-            shards.extend(pack_split(src, dst, category, "test", &samples, false, options.rows_per_shard, &mut on_images)?);
+            shards.extend(pack_split(
+                src,
+                dst,
+                category,
+                "test",
+                &samples,
+                false,
+                options.rows_per_shard,
+                &mut on_images,
+            )?);
         }
         None => {
             let available = list_categories(src)?;
@@ -62,8 +78,26 @@ pub fn pack(src: &Location, dst: &Location, options: &PackOptions, mut on_images
                     bail!("category {category:?} not found in {src}; available: [{}]", available.join(", "));
                 }
                 let folder = scan_category(src, category)?;
-                shards.extend(pack_split(src, dst, category, "train", &folder.train_good, true, options.rows_per_shard, &mut on_images)?);
-                shards.extend(pack_split(src, dst, category, "test", &folder.test, true, options.rows_per_shard, &mut on_images)?);
+                shards.extend(pack_split(
+                    src,
+                    dst,
+                    category,
+                    "train",
+                    &folder.train_good,
+                    true,
+                    options.rows_per_shard,
+                    &mut on_images,
+                )?);
+                shards.extend(pack_split(
+                    src,
+                    dst,
+                    category,
+                    "test",
+                    &folder.test,
+                    true,
+                    options.rows_per_shard,
+                    &mut on_images,
+                )?);
             }
         }
     }
@@ -86,7 +120,9 @@ fn pack_split(
     let mut shards = Vec::new();
     for (index, chunk) in samples.chunks(rows_per_shard).enumerate() {
         // Fetched one row group at a time, in parallel within it.
-        let groups = chunk.chunks(ROWS_PER_ROW_GROUP).map(|group| -> Result<Vec<ImageRecord>> { group.par_iter().map(|s| fetch(src, s).map(|r| if labelled { r } else { unlabelled(r) })).collect() });
+        let groups = chunk.chunks(ROWS_PER_ROW_GROUP).map(|group| -> Result<Vec<ImageRecord>> {
+            group.par_iter().map(|s| fetch(src, s).map(|r| if labelled { r } else { unlabelled(r) })).collect()
+        });
         let records = groups.flat_map(|group| match group {
             Ok(records) => records.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(e) => vec![Err(e)],
@@ -108,7 +144,14 @@ fn plain_samples(src: &Location, category: &str) -> Result<Vec<Sample>> {
         .filter(|rel| is_image(rel))
         .map(|rel| {
             let id_path = rel.rsplit_once('.').map_or(rel.as_str(), |(s, _)| s).to_string();
-            Sample { id: format!("{category}/test/{id_path}"), category: category.into(), split: Split::Test, defect_type: String::new(), image: rel, mask: None }
+            Sample {
+                id: format!("{category}/test/{id_path}"),
+                category: category.into(),
+                split: Split::Test,
+                defect_type: String::new(),
+                image: rel,
+                mask: None,
+            }
         })
         .collect())
 }

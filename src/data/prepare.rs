@@ -85,7 +85,8 @@ pub fn resize_bilinear_cv2(image: &RgbImage, width: u32, height: u32) -> RgbImag
 
 /// Decoded bytes to the normalised CHW model input (`3·size·size` floats).
 pub fn model_input(bytes: &[u8], source: &str, size: u32, compat: Compat, role: Role) -> Result<Vec<f32>, DataError> {
-    let image = decode_rgb(bytes, source).map_err(|e| DataError::Image { path: source.to_string(), message: e.to_string() })?;
+    let image =
+        decode_rgb(bytes, source).map_err(|e| DataError::Image { path: source.to_string(), message: e.to_string() })?;
     let image = resize_bicubic(&resize_bilinear_cv2(&image, DATASET_SIZE, DATASET_SIZE), size, size);
     Ok(normalized_chw(&image, compat == Compat::Official && role == Role::Test))
 }
@@ -103,7 +104,11 @@ pub fn mask(bytes: &[u8], source: &str, size: u32) -> Result<Vec<bool>, DataErro
         .map_err(|e| DataError::Image { path: source.to_string(), message: format!("cannot decode mask ({e})") })?
         .to_luma8();
     let (xs, ys) = (nearest_indices(grey.width(), size), nearest_indices(grey.height(), size));
-    Ok(ys.iter().flat_map(|&y| xs.iter().map(move |&x| (y, x))).map(|(y, x)| grey.get_pixel(x as u32, y as u32)[0] > 0).collect())
+    Ok(ys
+        .iter()
+        .flat_map(|&y| xs.iter().map(move |&x| (y, x)))
+        .map(|(y, x)| grey.get_pixel(x as u32, y as u32)[0] > 0)
+        .collect())
 }
 
 #[cfg(test)]
@@ -125,7 +130,9 @@ mod tests {
     #[test]
     fn official_compat_swaps_test_images_only() {
         let mut png = Vec::new();
-        RgbImage::from_pixel(4, 4, image::Rgb([255, 0, 0])).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        RgbImage::from_pixel(4, 4, image::Rgb([255, 0, 0]))
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
         let shot = model_input(&png, "a.png", 2, Compat::Official, Role::Shot).unwrap();
         let test = model_input(&png, "a.png", 2, Compat::Official, Role::Test).unwrap();
         let red = (1.0 - OPENAI_MEAN[0]) / OPENAI_STD[0];

@@ -94,10 +94,19 @@ pub fn shard_path(category: &str, split: &str, index: usize) -> String {
 }
 
 /// Writes one shard from `records` (fetched lazily, one row group at a time) and returns its entry.
-pub fn write_shard(root: &Location, category: &str, split: &str, index: usize, records: impl Iterator<Item = Result<ImageRecord>>) -> Result<ShardInfo> {
+pub fn write_shard(
+    root: &Location,
+    category: &str,
+    split: &str,
+    index: usize,
+    records: impl Iterator<Item = Result<ImageRecord>>,
+) -> Result<ShardInfo> {
     let path = shard_path(category, split, index);
     // The images are already compressed: Parquet compression would only cost time.
-    let props = WriterProperties::builder().set_compression(Compression::UNCOMPRESSED).set_max_row_group_row_count(Some(ROWS_PER_ROW_GROUP)).build();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::UNCOMPRESSED)
+        .set_max_row_group_row_count(Some(ROWS_PER_ROW_GROUP))
+        .build();
     let mut writer = AtomicParquetWriter::with_properties(root, &path, shard_schema(), props)?;
     let mut group = Vec::with_capacity(ROWS_PER_ROW_GROUP);
     let mut bytes = 0u64;
@@ -144,11 +153,20 @@ pub fn list_shards(root: &Location) -> Result<Vec<ShardInfo>> {
     for object in root.list("")? {
         let rel = root.relative(&object.location);
         let parts: Vec<&str> = rel.split('/').collect();
-        let (Some(category), Some(split)) = (parts.first().and_then(|p| p.strip_prefix("category=")), parts.get(1).and_then(|p| p.strip_prefix("split="))) else {
+        let (Some(category), Some(split)) = (
+            parts.first().and_then(|p| p.strip_prefix("category=")),
+            parts.get(1).and_then(|p| p.strip_prefix("split=")),
+        ) else {
             continue;
         };
         if parts.len() == 3 && parts[2].starts_with("part-") && parts[2].ends_with(".parquet") {
-            shards.push(ShardInfo { path: rel.clone(), category: category.into(), split: split.into(), rows: 0, bytes: object.size });
+            shards.push(ShardInfo {
+                path: rel.clone(),
+                category: category.into(),
+                split: split.into(),
+                rows: 0,
+                bytes: object.size,
+            });
         }
     }
     Ok(shards)
@@ -156,9 +174,14 @@ pub fn list_shards(root: &Location) -> Result<Vec<ShardInfo>> {
 
 pub fn read_shard_list(root: &Location) -> Result<Option<ShardList>> {
     let Some(bytes) = root.get_if_exists(SHARD_LIST)? else { return Ok(None) };
-    let list: ShardList = serde_json::from_slice(&bytes).with_context(|| format!("{} is not a shard list", root.url_of(SHARD_LIST)))?;
+    let list: ShardList =
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not a shard list", root.url_of(SHARD_LIST)))?;
     if list.schema_version != SHARD_SCHEMA_VERSION {
-        bail!("{} has shard schema version {}, this promptad reads {SHARD_SCHEMA_VERSION}", root.url_of(SHARD_LIST), list.schema_version);
+        bail!(
+            "{} has shard schema version {}, this promptad reads {SHARD_SCHEMA_VERSION}",
+            root.url_of(SHARD_LIST),
+            list.schema_version
+        );
     }
     Ok(Some(list))
 }
@@ -174,7 +197,9 @@ pub struct ShardReader {
 impl ShardReader {
     pub fn open(root: &Location, shard: &str, batch_rows: usize, with_bytes: bool) -> Result<Self> {
         let url = root.url_of(shard);
-        let meta = root.head(shard)?.ok_or_else(|| anyhow!("shard {url} does not exist (was it deleted, or is the shard list stale?)"))?;
+        let meta = root
+            .head(shard)?
+            .ok_or_else(|| anyhow!("shard {url} does not exist (was it deleted, or is the shard list stale?)"))?;
         let reader = ParquetObjectReader::new(root.store(), root.path(shard)).with_file_size(meta.size);
         let stream = block_on(async {
             let builder = ParquetRecordBatchStreamBuilder::new(reader)
@@ -191,16 +216,25 @@ impl ShardReader {
                 .map(|(i, _)| i)
                 .collect();
             let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
-            builder.with_projection(mask).with_batch_size(batch_rows.max(1)).build().map_err(|e| anyhow!("shard {url}: {e}"))
+            builder
+                .with_projection(mask)
+                .with_batch_size(batch_rows.max(1))
+                .build()
+                .map_err(|e| anyhow!("shard {url}: {e}"))
         })?;
         Ok(Self { stream, url, next_row: 0 })
     }
 
     fn convert(&mut self, batch: &RecordBatch) -> Result<Vec<ImageRecord>> {
         let url = &self.url;
-        let text = |name: &str| -> Result<Option<&StringArray>> { Ok(batch.column_by_name(name).map(|c| c.as_string::<i32>())) };
-        let need = |name: &str| -> Result<&StringArray> { text(name)?.ok_or_else(|| anyhow!("shard {url} has no `{name}` column")) };
-        let (ids, categories, splits, sources) = (need("image_id")?, need("category")?, need("split")?, need("source_uri")?);
+        let text = |name: &str| -> Result<Option<&StringArray>> {
+            Ok(batch.column_by_name(name).map(|c| c.as_string::<i32>()))
+        };
+        let need = |name: &str| -> Result<&StringArray> {
+            text(name)?.ok_or_else(|| anyhow!("shard {url} has no `{name}` column"))
+        };
+        let (ids, categories, splits, sources) =
+            (need("image_id")?, need("category")?, need("split")?, need("source_uri")?);
         let defect_types = text("defect_type")?;
         let labels = batch.column_by_name("gt_label").map(|c| c.as_primitive::<arrow::datatypes::Int8Type>());
         let images = batch.column_by_name("image").map(|c| c.as_binary::<i32>());
@@ -240,7 +274,12 @@ fn check_schema(schema: &Schema, url: &str) -> Result<()> {
             bail!("shard {url} lacks the column `{}` (schemas/image_shard.json)", expected.name());
         };
         if found.data_type() != expected.data_type() {
-            bail!("shard {url}: column `{}` is {}, expected {} (schemas/image_shard.json)", expected.name(), found.data_type(), expected.data_type());
+            bail!(
+                "shard {url}: column `{}` is {}, expected {} (schemas/image_shard.json)",
+                expected.name(),
+                found.data_type(),
+                expected.data_type()
+            );
         }
     }
     Ok(())

@@ -243,7 +243,10 @@ pub fn categories() -> Vec<CategoryInfo> {
 /// Number of images (a defective image and its mask count once) that `config` generates.
 pub fn planned_images(config: &SynthConfig) -> Result<usize, SynthError> {
     let cats = validate(config)?;
-    Ok(cats.iter().map(|c| config.train_good + config.test_good + c.defects().len() * config.test_defective_per_type).sum())
+    Ok(cats
+        .iter()
+        .map(|c| config.train_good + config.test_good + c.defects().len() * config.test_defective_per_type)
+        .sum())
 }
 
 /// Renders one defective image of `category` with defect type `defect`, together with its
@@ -278,7 +281,8 @@ pub fn image_seed(seed: u64, category: &str, split: &str, index: usize) -> u64 {
 /// Reads `<root>/synth.json`.
 pub fn read_summary(root: &Path) -> Result<SynthSummary, SynthError> {
     let path = root.join(SUMMARY_FILE);
-    let bytes = std::fs::read(&path).map_err(|source| SynthError::Io { what: "reading", path: path.clone(), source })?;
+    let bytes =
+        std::fs::read(&path).map_err(|source| SynthError::Io { what: "reading", path: path.clone(), source })?;
     serde_json::from_slice(&bytes).map_err(|source| SynthError::Json { what: "parsing", path, source })
 }
 
@@ -379,8 +383,11 @@ pub fn generate(config: &SynthConfig, root: &Path, mut on_image: impl FnMut()) -
     written.categories = cats.iter().map(|c| c.name().to_string()).collect();
     let summary = SynthSummary { format: SUMMARY_FORMAT.to_string(), config: written, categories: summaries };
     let path = root.join(SUMMARY_FILE);
-    let mut json = serde_json::to_vec_pretty(&summary)
-        .map_err(|source| SynthError::Json { what: "serializing", path: path.clone(), source })?;
+    let mut json = serde_json::to_vec_pretty(&summary).map_err(|source| SynthError::Json {
+        what: "serializing",
+        path: path.clone(),
+        source,
+    })?;
     json.push(b'\n');
     write_atomic(&path, &json)?;
     tracing::debug!(root = %root.display(), categories = summary.categories.len(), "synthetic dataset written");
@@ -484,7 +491,11 @@ fn prepare_root(root: &Path, cats: &[Category], overwrite: bool) -> Result<(), S
 }
 
 fn create_dir(path: &Path) -> Result<(), SynthError> {
-    std::fs::create_dir_all(path).map_err(|source| SynthError::Io { what: "creating directory", path: path.to_path_buf(), source })
+    std::fs::create_dir_all(path).map_err(|source| SynthError::Io {
+        what: "creating directory",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn write_png<P, C>(path: &Path, image: &image::ImageBuffer<P, C>) -> Result<(), SynthError>
@@ -507,7 +518,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SynthError> {
     let result = std::fs::write(&tmp, bytes)
         .map_err(|source| SynthError::Io { what: "writing", path: tmp.clone(), source })
         .and_then(|()| {
-            std::fs::rename(&tmp, path).map_err(|source| SynthError::Io { what: "renaming into", path: path.to_path_buf(), source })
+            std::fs::rename(&tmp, path).map_err(|source| SynthError::Io {
+                what: "renaming into",
+                path: path.to_path_buf(),
+                source,
+            })
         });
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -900,9 +915,15 @@ impl Scene {
         match cat {
             Category::Weave => Scene::Weave(Weave { phase, period: 1.0 / 16.0 * uniform(rng, 0.985, 1.015), salt }),
             Category::Marble => Scene::Marble(Marble { phase, salt }),
-            Category::Grid => Scene::Grid(Grid { phase, period: 1.0 / 10.0, half_width: 0.14, tear: None, bend: None, salt }),
-            Category::Washer => Scene::Washer(Washer { notch: None, rings_phase: uniform(rng, 0.0, 2.0 * PI), bg_phase: phase, salt }),
-            Category::Bracket => Scene::Bracket(Bracket { chip: None, bg_phase: phase, brush_phase: uniform(rng, 0.0, 50.0), salt }),
+            Category::Grid => {
+                Scene::Grid(Grid { phase, period: 1.0 / 10.0, half_width: 0.14, tear: None, bend: None, salt })
+            }
+            Category::Washer => {
+                Scene::Washer(Washer { notch: None, rings_phase: uniform(rng, 0.0, 2.0 * PI), bg_phase: phase, salt })
+            }
+            Category::Bracket => {
+                Scene::Bracket(Bracket { chip: None, bg_phase: phase, brush_phase: uniform(rng, 0.0, 50.0), salt })
+            }
             Category::Pcb => Scene::Pcb(Pcb::sample(rng, phase, salt)),
         }
     }
@@ -1010,11 +1031,7 @@ impl Marble {
         let t = ((p.x * 0.4 - p.y * 1.1) * 5.0 + cloud * 9.0).sin();
         let fine = (1.0 - t.abs()).powi(24);
         let base = scale([0.86, 0.85, 0.82], 0.9 + 0.14 * cloud);
-        [
-            base[0] - 0.30 * vein - 0.12 * fine,
-            base[1] - 0.28 * vein - 0.12 * fine,
-            base[2] - 0.22 * vein - 0.09 * fine,
-        ]
+        [base[0] - 0.30 * vein - 0.12 * fine, base[1] - 0.28 * vein - 0.12 * fine, base[2] - 0.22 * vein - 0.09 * fine]
     }
 }
 
@@ -1177,7 +1194,10 @@ impl Bracket {
             let edge = 0.012;
             if d > -edge {
                 let h = 0.002;
-                let g = v2(self.sd(q + v2(h, 0.0)) - self.sd(q - v2(h, 0.0)), self.sd(q + v2(0.0, h)) - self.sd(q - v2(0.0, h)));
+                let g = v2(
+                    self.sd(q + v2(h, 0.0)) - self.sd(q - v2(h, 0.0)),
+                    self.sd(q + v2(0.0, h)) - self.sd(q - v2(0.0, h)),
+                );
                 let n = g * (1.0 / g.len().max(1e-9));
                 s += 0.35 * (1.0 + d / edge) * n.dot(LIGHT);
             }
@@ -1344,7 +1364,8 @@ const PCB_TRACES: [&[V2]; 8] = [
     &[v2(0.57, 0.74), v2(0.50, 0.80), v2(0.35, 0.84)],
 ];
 
-const PCB_VIAS: [V2; 6] = [v2(0.52, 0.25), v2(0.90, 0.56), v2(0.16, 0.88), v2(0.55, 0.90), v2(0.20, 0.50), v2(0.76, 0.50)];
+const PCB_VIAS: [V2; 6] =
+    [v2(0.52, 0.25), v2(0.90, 0.56), v2(0.16, 0.88), v2(0.55, 0.90), v2(0.20, 0.50), v2(0.76, 0.50)];
 const PCB_MOUNTS: [V2; 4] = [v2(0.06, 0.06), v2(0.94, 0.06), v2(0.06, 0.94), v2(0.94, 0.94)];
 
 #[derive(Debug, Clone)]
@@ -1695,7 +1716,8 @@ fn sample_defect(ctx: &Ctx, kind: DefectKind, rng: &mut ChaCha8Rng) -> Candidate
             let blob = Blob::sample(rng, anchor, r, 0.35);
             let (mut alpha, mut target) = overlay(n);
             rasterize(&blob, n, &mut alpha);
-            let tints: [Rgb; 5] = [[0.80, 0.62, 0.42], [0.55, 0.55, 0.58], [0.95, 0.85, 0.45], [0.85, 0.50, 0.35], [0.70, 0.78, 0.95]];
+            let tints: [Rgb; 5] =
+                [[0.80, 0.62, 0.42], [0.55, 0.55, 0.58], [0.95, 0.85, 0.45], [0.85, 0.50, 0.35], [0.70, 0.78, 0.95]];
             let tint = tints[rng.random_range(0..tints.len())];
             let strength = uniform(rng, 0.25, 0.9);
             let salt = rng.random::<u32>();
@@ -1735,7 +1757,11 @@ fn sample_defect(ctx: &Ctx, kind: DefectKind, rng: &mut ChaCha8Rng) -> Candidate
             // A stray chip part dropped on the board.
             let anchor = ctx.anchor(rng, margin);
             let hx = uniform(rng, 0.035, 0.05);
-            let part = Component::new(Part::Chip { hx, hy: hx * 0.48, body: if rng.random_bool(0.5) { BEIGE } else { BLACK_CHIP } }, ctx.to_object(anchor), uniform(rng, 0.0, PI));
+            let part = Component::new(
+                Part::Chip { hx, hy: hx * 0.48, body: if rng.random_bool(0.5) { BEIGE } else { BLACK_CHIP } },
+                ctx.to_object(anchor),
+                uniform(rng, 0.0, PI),
+            );
             let mut scene = ctx.scene.clone();
             if let Scene::Pcb(pcb) = &mut scene {
                 pcb.placed.push(Some(part));
@@ -1790,8 +1816,11 @@ fn sample_defect(ctx: &Ctx, kind: DefectKind, rng: &mut ChaCha8Rng) -> Candidate
             if let Scene::Washer(w) = &mut scene {
                 let phi = uniform(rng, 0.0, 2.0 * PI);
                 let outer = rng.random_bool(0.65);
-                let (edge, r) =
-                    if outer { (Washer::R_OUT, uniform(rng, 0.04, 0.09)) } else { (Washer::R_IN, uniform(rng, 0.035, 0.07)) };
+                let (edge, r) = if outer {
+                    (Washer::R_OUT, uniform(rng, 0.04, 0.09))
+                } else {
+                    (Washer::R_IN, uniform(rng, 0.035, 0.07))
+                };
                 let c = CENTRE + V2::unit(phi) * (edge + signed(rng, 0.0, 0.3) * r);
                 w.notch = Some((c, r));
             }
@@ -1903,11 +1932,8 @@ fn render_image(
             continue;
         }
         let defective = finish.apply(&rgb, n);
-        let visible = mask
-            .iter()
-            .zip(defective.pixels().zip(clean.pixels()))
-            .filter(|(m, (a, b))| **m && a != b)
-            .count();
+        let visible =
+            mask.iter().zip(defective.pixels().zip(clean.pixels())).filter(|(m, (a, b))| **m && a != b).count();
         if (visible as f64) < MIN_VISIBLE_FRACTION * area as f64 {
             continue;
         }
@@ -1935,7 +1961,12 @@ mod tests {
             for seed in 0..4u64 {
                 let r = render(cat.name(), kind.name(), seed * 7919 + 1, SIZE).unwrap();
                 assert_eq!(r.mask.dimensions(), (SIZE, SIZE));
-                assert!(r.mask.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255), "{} {}: mask not binary", cat.name(), kind.name());
+                assert!(
+                    r.mask.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255),
+                    "{} {}: mask not binary",
+                    cat.name(),
+                    kind.name()
+                );
                 let area = r.mask.pixels().filter(|p| p.0[0] == 255).count();
                 let frac = area as f64 / total;
                 assert!(
@@ -1947,7 +1978,12 @@ mod tests {
                 let mut changed = 0;
                 for (x, y, m) in r.mask.enumerate_pixels() {
                     let differs = r.clean.get_pixel(x, y) != r.defective.get_pixel(x, y);
-                    assert!(m.0[0] == 255 || !differs, "{} {}: change outside the mask at ({x}, {y})", cat.name(), kind.name());
+                    assert!(
+                        m.0[0] == 255 || !differs,
+                        "{} {}: change outside the mask at ({x}, {y})",
+                        cat.name(),
+                        kind.name()
+                    );
                     changed += usize::from(differs);
                 }
                 assert!(changed as f64 >= MIN_VISIBLE_FRACTION * area as f64);

@@ -38,7 +38,14 @@ pub fn gaussian_filter(maps: &Tensor, sigma: f64) -> Tensor {
     let k = Tensor::from_slice(&kernel).to_device(maps.device());
     let x = maps.to_kind(Kind::Double).unsqueeze(1); // [B, 1, H, W]
     let along_w = pad_symmetric_last(&x, r).conv2d(&k.view([1, 1, 1, -1]), None::<&Tensor>, [1], [0], [1], 1);
-    let along_h = pad_symmetric_last(&along_w.transpose(2, 3), r).conv2d(&k.view([1, 1, 1, -1]), None::<&Tensor>, [1], [0], [1], 1);
+    let along_h = pad_symmetric_last(&along_w.transpose(2, 3), r).conv2d(
+        &k.view([1, 1, 1, -1]),
+        None::<&Tensor>,
+        [1],
+        [0],
+        [1],
+        1,
+    );
     along_h.transpose(2, 3).squeeze_dim(1).to_kind(Kind::Float)
 }
 

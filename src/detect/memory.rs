@@ -27,7 +27,8 @@ impl VisualMemory {
     /// are the normalised test taps, in bank order, each `[B, P, width]`.
     pub fn distance(&self, taps: &[Tensor]) -> Tensor {
         assert_eq!(taps.len(), self.banks.len(), "one test tap per memory bank");
-        let per_bank: Vec<Tensor> = taps.iter().zip(&self.banks).map(|(tap, bank)| nearest_distance(tap, bank)).collect();
+        let per_bank: Vec<Tensor> =
+            taps.iter().zip(&self.banks).map(|(tap, bank)| nearest_distance(tap, bank)).collect();
         Tensor::stack(&per_bank, 0).mean_dim(0, false, Kind::Float)
     }
 }

@@ -69,7 +69,8 @@ impl<'a> Detector<'a> {
     /// Scores preprocessed images `[B, 3, S, S]`.
     pub fn detect(&self, images: &Tensor) -> Result<Detection, ClipError> {
         tch::no_grad(|| {
-            let features = self.clip.visual.forward_vv(&images.to_device(self.clip.device), &self.config.taps)?.normalized();
+            let features =
+                self.clip.visual.forward_vv(&images.to_device(self.clip.device), &self.config.taps)?.normalized();
             Ok(self.detect_features(&features.global, &features.patch_tokens, &features.taps))
         })
     }
@@ -84,12 +85,16 @@ impl<'a> Detector<'a> {
         let text_score = anomaly_probability(&global.to_kind(Kind::Float), &self.image_prototypes, t);
         let visual_map = upsample_bilinear(&visual, self.config.map_size);
         let visual_max = visual_map.amax([1, 2], false);
-        let patch_probability = || to_grid(anomaly_probability(&patch_tokens.to_kind(Kind::Float), &self.pixel_prototypes, t));
-        let smooth = |grid_map: &Tensor| gaussian_filter(&upsample_bilinear(grid_map, self.config.map_size), self.config.sigma);
+        let patch_probability =
+            || to_grid(anomaly_probability(&patch_tokens.to_kind(Kind::Float), &self.pixel_prototypes, t));
+        let smooth =
+            |grid_map: &Tensor| gaussian_filter(&upsample_bilinear(grid_map, self.config.map_size), self.config.sigma);
         let (image_score, map) = match self.config.guidance {
             // §7.3: image score from the visual map's max and the global text score; §7.4: the
             // pixel map fuses at grid resolution, then up-samples and smooths.
-            Guidance::Fused => (harmonic_fusion(&visual_max, &text_score), smooth(&harmonic_fusion(&patch_probability(), &visual))),
+            Guidance::Fused => {
+                (harmonic_fusion(&visual_max, &text_score), smooth(&harmonic_fusion(&patch_probability(), &visual)))
+            }
             Guidance::VisionOnly => (visual_max.shallow_clone(), smooth(&visual)),
             Guidance::PromptOnly => (text_score.shallow_clone(), smooth(&patch_probability())),
         };

@@ -41,10 +41,7 @@ pub fn aupr(scores: &[f64], labels: &[bool]) -> Result<f64, MetricError> {
 /// scikit-learn's `average_precision_score`: Σ_k (r_k − r_{k−1}) · p_max(k), the precision at
 /// the threshold where each recall level is reached. Not what anomalib's AUPR reports.
 pub fn average_precision(scores: &[f64], labels: &[bool]) -> Result<f64, MetricError> {
-    let groups = recall_groups(
-        "average_precision",
-        binary_levels("average_precision", scores, labels)?,
-    )?;
+    let groups = recall_groups("average_precision", binary_levels("average_precision", scores, labels)?)?;
     let p = groups.total_positives as f64;
     let mut prev_tp = 0u64;
     let mut ap = 0.0;
@@ -101,11 +98,7 @@ fn recall_groups(
         }
         let precision = tp as f64 / (tp + fp) as f64;
         if l.positives > 0 {
-            out.push(RecallLevel {
-                tp,
-                p_max: precision,
-                p_min: precision,
-            });
+            out.push(RecallLevel { tp, p_max: precision, p_min: precision });
         } else if let Some(last) = out.last_mut() {
             last.p_min = precision;
         }
@@ -114,10 +107,7 @@ fn recall_groups(
         (0, 0) => Err(MetricError::undefined(metric, UndefinedReason::Empty)),
         (0, _) => Err(MetricError::undefined(metric, UndefinedReason::NoPositives)),
         (_, 0) => Err(MetricError::undefined(metric, UndefinedReason::NoNegatives)),
-        _ => Ok(RecallGroups {
-            levels: out,
-            total_positives: tp,
-        }),
+        _ => Ok(RecallGroups { levels: out, total_positives: tp }),
     }
 }
 
@@ -133,13 +123,8 @@ mod tests {
     fn anomalib_values_by_hand() {
         // checked with torchmetrics 1.9.0 auc(rec, prec, reorder=True)
         assert_eq!(aupr(&[0.9, 0.5], &[true, false]), Ok(0.75));
-        assert_eq!(
-            aupr(&[0.1, 0.2, 0.8, 0.9], &[false, false, true, true]),
-            Ok(0.875)
-        );
-        let labels = [
-            false, true, true, true, false, false, false, false, true, true,
-        ];
+        assert_eq!(aupr(&[0.1, 0.2, 0.8, 0.9], &[false, false, true, true]), Ok(0.875));
+        let labels = [false, true, true, true, false, false, false, false, true, true];
         let scores = [0.59, 0.35, 0.72, 0.33, 0.73, 0.81, 0.30, 0.05, 0.04, 0.48];
         assert!(close(aupr(&scores, &labels).unwrap(), 0.4899206349206349)); // anomalib docstring: 0.4899
                                                                              // all scores equal: one point (recall 1, precision ½), area (1 + ½) / 2
@@ -147,10 +132,7 @@ mod tests {
         // inverted: recall 0 until the last threshold, then (1, ½)
         assert_eq!(aupr(&[0.9, 0.1], &[false, true]), Ok(0.75));
         // no negative after the last positive: a perfect ranking then scores 1
-        assert_eq!(
-            aupr(&[0.9, 0.8, 0.1], &[true, true, false]),
-            Ok(0.5 * 1.0 + 0.5 * (1.0 + 2.0 / 3.0) / 2.0)
-        );
+        assert_eq!(aupr(&[0.9, 0.8, 0.1], &[true, true, false]), Ok(0.5 * 1.0 + 0.5 * (1.0 + 2.0 / 3.0) / 2.0));
         // ties of a positive and a negative at the top: entered at ½, left at ½
         assert_eq!(
             aupr(&[0.7, 0.7, 0.1], &[true, false, true]),
@@ -160,38 +142,19 @@ mod tests {
 
     #[test]
     fn average_precision_is_sklearn() {
-        let labels = [
-            false, true, true, true, false, false, false, false, true, true,
-        ];
+        let labels = [false, true, true, true, false, false, false, false, true, true];
         let scores = [0.59, 0.35, 0.72, 0.33, 0.73, 0.81, 0.30, 0.05, 0.04, 0.48];
         // sklearn.metrics.average_precision_score
-        assert!(close(
-            average_precision(&scores, &labels).unwrap(),
-            0.46095238095238095
-        ));
+        assert!(close(average_precision(&scores, &labels).unwrap(), 0.46095238095238095));
         assert_eq!(average_precision(&[0.9, 0.5], &[true, false]), Ok(1.0));
-        assert_eq!(
-            average_precision(&[0.4; 4], &[true, false, true, false]),
-            Ok(0.5)
-        );
+        assert_eq!(average_precision(&[0.4; 4], &[true, false, true, false]), Ok(0.5));
     }
 
     #[test]
     fn undefined_cases() {
-        let u = |reason| {
-            Err(MetricError::Undefined {
-                metric: "aupr",
-                reason,
-            })
-        };
+        let u = |reason| Err(MetricError::Undefined { metric: "aupr", reason });
         assert_eq!(aupr(&[], &[]), u(UndefinedReason::Empty));
-        assert_eq!(
-            aupr(&[0.5, 0.6], &[false, false]),
-            u(UndefinedReason::NoPositives)
-        );
-        assert_eq!(
-            aupr(&[0.5, 0.6], &[true, true]),
-            u(UndefinedReason::NoNegatives)
-        );
+        assert_eq!(aupr(&[0.5, 0.6], &[false, false]), u(UndefinedReason::NoPositives));
+        assert_eq!(aupr(&[0.5, 0.6], &[true, true]), u(UndefinedReason::NoNegatives));
     }
 }

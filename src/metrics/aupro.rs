@@ -58,25 +58,14 @@ pub fn aupro(maps: &[SegmentationMap<'_>], fpr_limit: f64) -> Result<f64, Metric
     let (mut n_background, mut n_regions) = (0u64, 0u64);
     for m in maps {
         if m.width.checked_mul(m.height) != Some(m.scores.len()) {
-            return Err(MetricError::Shape {
-                what: "map",
-                len: m.scores.len(),
-                width: m.width,
-                height: m.height,
-            });
+            return Err(MetricError::Shape { what: "map", len: m.scores.len(), width: m.width, height: m.height });
         }
         let (labels, sizes) = label_regions(m.mask, m.width, m.height)?;
         n_background += sizes[0];
         n_regions += sizes[1..].iter().filter(|&&s| s > 0).count() as u64;
         scores.extend_from_slice(m.scores);
         // weight 0 marks a background pixel
-        weights.extend(labels.iter().map(|&l| {
-            if l == 0 {
-                0
-            } else {
-                pixel_weight(sizes[l as usize])
-            }
-        }));
+        weights.extend(labels.iter().map(|&l| if l == 0 { 0 } else { pixel_weight(sizes[l as usize]) }));
     }
     let order = descending_order(METRIC, &scores, weights.len())?;
     let mut levels: Vec<ProLevel> = Vec::new();
@@ -98,13 +87,7 @@ pub fn aupro(maps: &[SegmentationMap<'_>], fpr_limit: f64) -> Result<f64, Metric
 
 /// AUPRO from (merged) per-image statistics: exact for the stored scores.
 pub fn pixel_aupro(stats: &ImageStats, fpr_limit: f64) -> Result<f64, MetricError> {
-    aupro_from_levels(
-        "pixel_aupro",
-        stats.pro_levels(),
-        stats.n_background(),
-        stats.n_regions(),
-        fpr_limit,
-    )
+    aupro_from_levels("pixel_aupro", stats.pro_levels(), stats.n_background(), stats.n_regions(), fpr_limit)
 }
 
 /// AUPRO from grouped thresholds, highest score first; `n_background` must be the sum of the
@@ -120,12 +103,7 @@ pub fn aupro_from_levels(
     match (n_background, n_regions) {
         (0, 0) => return Err(MetricError::undefined(metric, UndefinedReason::Empty)),
         (_, 0) => return Err(MetricError::undefined(metric, UndefinedReason::NoRegions)),
-        (0, _) => {
-            return Err(MetricError::undefined(
-                metric,
-                UndefinedReason::NoBackground,
-            ))
-        }
+        (0, _) => return Err(MetricError::undefined(metric, UndefinedReason::NoBackground)),
         _ => {}
     }
     let n = n_background as f64;
@@ -154,22 +132,8 @@ pub fn aupro_from_levels(
 mod tests {
     use super::*;
 
-    fn one(
-        scores: &[f64],
-        mask: &[bool],
-        w: usize,
-        h: usize,
-        limit: f64,
-    ) -> Result<f64, MetricError> {
-        aupro(
-            &[SegmentationMap {
-                scores,
-                mask,
-                width: w,
-                height: h,
-            }],
-            limit,
-        )
+    fn one(scores: &[f64], mask: &[bool], w: usize, h: usize, limit: f64) -> Result<f64, MetricError> {
+        aupro(&[SegmentationMap { scores, mask, width: w, height: h }], limit)
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -205,10 +169,7 @@ mod tests {
     #[test]
     fn perfect_inverted_all_equal() {
         let m = [true, true, false, false, false, false];
-        assert!(close(
-            one(&[0.9, 0.8, 0.3, 0.2, 0.1, 0.0], &m, 3, 2, 0.3).unwrap(),
-            1.0
-        ));
+        assert!(close(one(&[0.9, 0.8, 0.3, 0.2, 0.1, 0.0], &m, 3, 2, 0.3).unwrap(), 1.0));
         assert_eq!(one(&[0.0, 0.1, 0.3, 0.2, 0.5, 0.9], &m, 3, 2, 0.3), Ok(0.0));
         // one threshold: (0,0) → (1,1), so the area to L is L²/2, normalised L/2
         assert!(close(one(&[0.5; 6], &m, 3, 2, 0.3).unwrap(), 0.15));
@@ -229,30 +190,13 @@ mod tests {
 
     #[test]
     fn undefined_and_invalid() {
-        let u = |reason| {
-            Err(MetricError::Undefined {
-                metric: "aupro",
-                reason,
-            })
-        };
+        let u = |reason| Err(MetricError::Undefined { metric: "aupro", reason });
         assert_eq!(aupro(&[], 0.3), u(UndefinedReason::Empty));
-        assert_eq!(
-            one(&[0.1, 0.2], &[false, false], 2, 1, 0.3),
-            u(UndefinedReason::NoRegions)
-        );
-        assert_eq!(
-            one(&[0.1, 0.2], &[true, true], 2, 1, 0.3),
-            u(UndefinedReason::NoBackground)
-        );
+        assert_eq!(one(&[0.1, 0.2], &[false, false], 2, 1, 0.3), u(UndefinedReason::NoRegions));
+        assert_eq!(one(&[0.1, 0.2], &[true, true], 2, 1, 0.3), u(UndefinedReason::NoBackground));
         for bad in [0.0, -0.1, 1.5, f64::NAN] {
-            assert!(matches!(
-                one(&[0.1, 0.2], &[true, false], 2, 1, bad),
-                Err(MetricError::FprLimit { .. })
-            ));
+            assert!(matches!(one(&[0.1, 0.2], &[true, false], 2, 1, bad), Err(MetricError::FprLimit { .. })));
         }
-        assert!(matches!(
-            one(&[0.1], &[true, false], 2, 1, 0.3),
-            Err(MetricError::Shape { .. })
-        ));
+        assert!(matches!(one(&[0.1], &[true, false], 2, 1, 0.3), Err(MetricError::Shape { .. })));
     }
 }

@@ -43,9 +43,7 @@ pub fn auroc_from_levels(
     metric: &'static str,
     levels: impl IntoIterator<Item = BinaryLevel>,
 ) -> Result<f64, MetricError> {
-    let overflow = MetricError::Overflow {
-        what: "auroc numerator",
-    };
+    let overflow = MetricError::Overflow { what: "auroc numerator" };
     let (mut tp, mut fp) = (0u128, 0u128);
     let mut numerator = 0u128;
     for l in levels {
@@ -70,71 +68,38 @@ mod tests {
 
     #[test]
     fn hand_computed() {
-        assert_eq!(
-            auroc(&[0.9, 0.8, 0.2, 0.1], &[true, true, false, false]),
-            Ok(1.0)
-        );
-        assert_eq!(
-            auroc(&[0.9, 0.8, 0.2, 0.1], &[false, false, true, true]),
-            Ok(0.0)
-        );
-        assert_eq!(
-            auroc(&[0.3; 5], &[true, false, false, true, false]),
-            Ok(0.5)
-        );
+        assert_eq!(auroc(&[0.9, 0.8, 0.2, 0.1], &[true, true, false, false]), Ok(1.0));
+        assert_eq!(auroc(&[0.9, 0.8, 0.2, 0.1], &[false, false, true, true]), Ok(0.0));
+        assert_eq!(auroc(&[0.3; 5], &[true, false, false, true, false]), Ok(0.5));
         // pos 0.5 vs neg 0.5 tied (½), every other pair won: 3.5 / 4
-        assert_eq!(
-            auroc(&[0.5, 0.5, 0.9, 0.1], &[true, false, true, false]),
-            Ok(0.875)
-        );
+        assert_eq!(auroc(&[0.5, 0.5, 0.9, 0.1], &[true, false, true, false]), Ok(0.875));
         // 1 positive between 2 negatives, one tie: (1 + ½) / 2
         assert_eq!(auroc(&[0.2, 0.5, 0.5], &[false, true, false]), Ok(0.75));
         // infinities rank like any score
-        assert_eq!(
-            auroc(&[f64::INFINITY, f64::NEG_INFINITY], &[true, false]),
-            Ok(1.0)
-        );
+        assert_eq!(auroc(&[f64::INFINITY, f64::NEG_INFINITY], &[true, false]), Ok(1.0));
     }
 
     #[test]
     fn undefined_cases() {
-        let u = |reason| {
-            Err(MetricError::Undefined {
-                metric: "auroc",
-                reason,
-            })
-        };
+        let u = |reason| Err(MetricError::Undefined { metric: "auroc", reason });
         assert_eq!(auroc(&[], &[]), u(UndefinedReason::Empty));
-        assert_eq!(
-            auroc(&[0.1, 0.2], &[false, false]),
-            u(UndefinedReason::NoPositives)
-        );
-        assert_eq!(
-            auroc(&[0.1, 0.2], &[true, true]),
-            u(UndefinedReason::NoNegatives)
-        );
-        assert!(matches!(
-            auroc(&[f64::NAN], &[true]),
-            Err(MetricError::NanScore { .. })
-        ));
+        assert_eq!(auroc(&[0.1, 0.2], &[false, false]), u(UndefinedReason::NoPositives));
+        assert_eq!(auroc(&[0.1, 0.2], &[true, true]), u(UndefinedReason::NoNegatives));
+        assert!(matches!(auroc(&[f64::NAN], &[true]), Err(MetricError::NanScore { .. })));
     }
 
     #[test]
     fn stats_equal_reference_on_dequantised_scores() {
         let mut seed = 3u64;
         let mut next = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             seed >> 33
         };
         let (w, h) = (13usize, 7usize);
         let mut stats = Vec::new();
         let (mut all_scores, mut all_labels) = (Vec::new(), Vec::new());
         for _ in 0..9 {
-            let map: Vec<u16> = (0..w * h)
-                .map(|_| quantize((next() % 1000) as f64 / 999.0))
-                .collect();
+            let map: Vec<u16> = (0..w * h).map(|_| quantize((next() % 1000) as f64 / 999.0)).collect();
             let mask: Vec<bool> = (0..w * h).map(|_| next() % 5 == 0).collect();
             stats.push(ImageStats::from_map(&map, &mask, w, h).unwrap());
             all_scores.extend(map.iter().map(|&q| dequantize(q)));

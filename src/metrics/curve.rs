@@ -24,17 +24,9 @@ pub struct ProLevel {
 
 /// Checks lengths and NaN, then returns the indices of `scores` sorted by descending score.
 /// Equal scores (including `-0.0 == 0.0`) end up adjacent.
-pub(crate) fn descending_order(
-    metric: &'static str,
-    scores: &[f64],
-    labels: usize,
-) -> Result<Vec<usize>, MetricError> {
+pub(crate) fn descending_order(metric: &'static str, scores: &[f64], labels: usize) -> Result<Vec<usize>, MetricError> {
     if scores.len() != labels {
-        return Err(MetricError::LengthMismatch {
-            metric,
-            scores: scores.len(),
-            labels,
-        });
+        return Err(MetricError::LengthMismatch { metric, scores: scores.len(), labels });
     }
     if let Some(index) = scores.iter().position(|s| s.is_nan()) {
         return Err(MetricError::NanScore { metric, index });
@@ -46,11 +38,7 @@ pub(crate) fn descending_order(
 }
 
 /// Groups a binary ranking by distinct score, highest score first.
-pub fn binary_levels(
-    metric: &'static str,
-    scores: &[f64],
-    labels: &[bool],
-) -> Result<Vec<BinaryLevel>, MetricError> {
+pub fn binary_levels(metric: &'static str, scores: &[f64], labels: &[bool]) -> Result<Vec<BinaryLevel>, MetricError> {
     let order = descending_order(metric, scores, labels.len())?;
     let mut levels: Vec<BinaryLevel> = Vec::new();
     let mut current: Option<f64> = None;
@@ -75,12 +63,8 @@ mod tests {
 
     #[test]
     fn groups_ties_highest_first() {
-        let levels = binary_levels(
-            "t",
-            &[0.5, 0.9, 0.5, 0.1, -0.0, 0.0],
-            &[true, false, false, true, true, false],
-        )
-        .unwrap();
+        let levels =
+            binary_levels("t", &[0.5, 0.9, 0.5, 0.1, -0.0, 0.0], &[true, false, false, true, true, false]).unwrap();
         let want = [(1, 0), (1, 1), (0, 1), (1, 1)];
         let got: Vec<(u64, u64)> = levels.iter().map(|l| (l.negatives, l.positives)).collect();
         assert_eq!(got, want);
@@ -90,18 +74,11 @@ mod tests {
     fn rejects_nan_and_length_mismatch() {
         assert_eq!(
             binary_levels("t", &[0.1, f64::NAN], &[true, false]),
-            Err(MetricError::NanScore {
-                metric: "t",
-                index: 1
-            })
+            Err(MetricError::NanScore { metric: "t", index: 1 })
         );
         assert_eq!(
             binary_levels("t", &[0.1], &[true, false]),
-            Err(MetricError::LengthMismatch {
-                metric: "t",
-                scores: 1,
-                labels: 2
-            })
+            Err(MetricError::LengthMismatch { metric: "t", scores: 1, labels: 2 })
         );
     }
 }

@@ -35,28 +35,16 @@ impl fmt::Display for UndefinedReason {
 pub enum MetricError {
     /// The metric has no value for this set.
     #[error("{metric}: undefined: {reason}")]
-    Undefined {
-        metric: &'static str,
-        reason: UndefinedReason,
-    },
+    Undefined { metric: &'static str, reason: UndefinedReason },
     /// Scores and labels (or map and mask) differ in length.
     #[error("{metric}: {scores} scores but {labels} labels")]
-    LengthMismatch {
-        metric: &'static str,
-        scores: usize,
-        labels: usize,
-    },
+    LengthMismatch { metric: &'static str, scores: usize, labels: usize },
     /// A score is NaN: it has no place in a ranking.
     #[error("{metric}: score at index {index} is NaN")]
     NanScore { metric: &'static str, index: usize },
     /// A map or mask does not have `width × height` values.
     #[error("{what}: {len} values, expected {width}×{height}")]
-    Shape {
-        what: &'static str,
-        len: usize,
-        width: usize,
-        height: usize,
-    },
+    Shape { what: &'static str, len: usize, width: usize, height: usize },
     /// The FPR integration limit of AUPRO must lie in (0, 1].
     #[error("pixel_aupro: fpr_limit {value} is outside (0, 1]")]
     FprLimit { value: f64 },

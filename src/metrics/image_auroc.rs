@@ -22,9 +22,7 @@ static DOCUMENTATION: LazyLock<Documentation> = LazyLock::new(|| {
          group has no anomalous or no normal image.",
         "image_auroc(score, label)",
     )
-    .with_sql_example(
-        "```sql\n> SELECT category, image_auroc(score, label) FROM scores GROUP BY category;\n```",
-    )
+    .with_sql_example("```sql\n> SELECT category, image_auroc(score, label) FROM scores GROUP BY category;\n```")
     .with_argument("score", "Image anomaly score, any numeric type (higher = more anomalous).")
     .with_argument("label", "Ground truth: BOOLEAN, or an integer 0 (normal) / 1 (anomalous).")
     .with_related_udf("image_aupr")

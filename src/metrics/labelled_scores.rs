@@ -24,10 +24,7 @@ use super::error::MetricError;
 /// (values must be 0 or 1).
 pub(crate) fn coerce_score_label(name: &str, arg_types: &[DataType]) -> Result<Vec<DataType>> {
     let [score, label] = arg_types else {
-        return plan_err!(
-            "{name}(score, label) takes 2 arguments, got {}",
-            arg_types.len()
-        );
+        return plan_err!("{name}(score, label) takes 2 arguments, got {}", arg_types.len());
     };
     let score = if score.is_numeric() || score == &DataType::Null {
         DataType::Float64
@@ -37,21 +34,13 @@ pub(crate) fn coerce_score_label(name: &str, arg_types: &[DataType]) -> Result<V
     let label = match label {
         DataType::Boolean | DataType::Null => DataType::Boolean,
         t if t.is_integer() => DataType::Int64,
-        t => {
-            return plan_err!(
-                "{name}(score, label): label must be BOOLEAN or an integer 0/1, got {t}"
-            )
-        }
+        t => return plan_err!("{name}(score, label): label must be BOOLEAN or an integer 0/1, got {t}"),
     };
     Ok(vec![score, label])
 }
 
 fn list_field(name: &str, field: &str, item: DataType) -> FieldRef {
-    Arc::new(Field::new_list(
-        format_state_name(name, field),
-        Field::new_list_field(item, true),
-        true,
-    ))
+    Arc::new(Field::new_list(format_state_name(name, field), Field::new_list_field(item, true), true))
 }
 
 /// All (score, label) pairs of a group.
@@ -63,10 +52,7 @@ pub(crate) struct LabelledScores {
 
 impl LabelledScores {
     pub fn state_fields(name: &str) -> Vec<FieldRef> {
-        vec![
-            list_field(name, "scores", DataType::Float64),
-            list_field(name, "labels", DataType::Boolean),
-        ]
+        vec![list_field(name, "scores", DataType::Float64), list_field(name, "labels", DataType::Boolean)]
     }
 
     /// Appends the rows where neither score nor label is null.
@@ -130,10 +116,7 @@ impl LabelledScores {
             Arc::new(BooleanArray::from(self.labels.clone())),
             None,
         );
-        vec![
-            ScalarValue::List(Arc::new(scores)),
-            ScalarValue::List(Arc::new(labels)),
-        ]
+        vec![ScalarValue::List(Arc::new(scores)), ScalarValue::List(Arc::new(labels))]
     }
 
     pub fn merge(&mut self, metric: &str, states: &[ArrayRef]) -> Result<()> {
@@ -148,18 +131,9 @@ impl LabelledScores {
                 continue;
             }
             let (s, l) = (scores.value_offsets(), labels.value_offsets());
-            let (s0, s1, l0, l1) = (
-                s[i] as usize,
-                s[i + 1] as usize,
-                l[i] as usize,
-                l[i + 1] as usize,
-            );
+            let (s0, s1, l0, l1) = (s[i] as usize, s[i + 1] as usize, l[i] as usize, l[i + 1] as usize);
             if s1 - s0 != l1 - l0 {
-                return exec_err!(
-                    "{metric}: state has {} scores but {} labels",
-                    s1 - s0,
-                    l1 - l0
-                );
+                return exec_err!("{metric}: state has {} scores but {} labels", s1 - s0, l1 - l0);
             }
             for (j, k) in (s0..s1).zip(l0..l1) {
                 self.scores.push(score_values.value(j));
@@ -321,7 +295,8 @@ mod tests {
             assert_eq!(acc.evaluate().unwrap(), ScalarValue::Float64(Some(ties_and_nulls)), "{name}");
 
             let mut acc = ImageMetricAccumulator::new(name, metric);
-            let values: Vec<ArrayRef> = vec![Arc::new(Float64Array::from(vec![0.2, 0.8])), Arc::new(Int64Array::from(vec![0, 1]))];
+            let values: Vec<ArrayRef> =
+                vec![Arc::new(Float64Array::from(vec![0.2, 0.8])), Arc::new(Int64Array::from(vec![0, 1]))];
             acc.update_batch(&values).unwrap();
             assert_eq!(acc.evaluate().unwrap(), ScalarValue::Float64(Some(perfect)), "{name}");
             let bad: Vec<ArrayRef> = vec![Arc::new(Float64Array::from(vec![0.2])), Arc::new(Int64Array::from(vec![2]))];
@@ -349,7 +324,8 @@ mod tests {
             whole.update_batch(&batch(&scores, &labels)).unwrap();
             let want = whole.evaluate().unwrap();
             for split in [0, 1, 5, 22, 23] {
-                let (first, second) = (batch(&scores[..split], &labels[..split]), batch(&scores[split..], &labels[split..]));
+                let (first, second) =
+                    (batch(&scores[..split], &labels[..split]), batch(&scores[split..], &labels[split..]));
                 let got = merged(|| ImageMetricAccumulator::new(name, metric), &first, &second);
                 assert_eq!(got, want, "{name}: split at {split}");
             }
@@ -359,7 +335,10 @@ mod tests {
     #[test]
     fn coercion() {
         let u = ImageMetricUdaf::new("image_auroc", auroc, || unreachable!("documentation is not read here"));
-        assert_eq!(u.coerce_types(&[DataType::Float32, DataType::Int32]).unwrap(), vec![DataType::Float64, DataType::Int64]);
+        assert_eq!(
+            u.coerce_types(&[DataType::Float32, DataType::Int32]).unwrap(),
+            vec![DataType::Float64, DataType::Int64]
+        );
         assert!(u.coerce_types(&[DataType::Utf8, DataType::Boolean]).is_err());
         assert!(u.coerce_types(&[DataType::Float64, DataType::Utf8]).is_err());
         assert!(u.coerce_types(&[DataType::Float64]).is_err());

@@ -58,12 +58,7 @@ pub const DOC_SECTION: DocSection = DocSection {
 
 /// Every aggregate function of this module.
 pub fn all_functions() -> Vec<Arc<AggregateUDF>> {
-    vec![
-        image_auroc_udaf(),
-        image_aupr_udaf(),
-        pixel_auroc_udaf(),
-        pixel_aupro_udaf(),
-    ]
+    vec![image_auroc_udaf(), image_aupr_udaf(), pixel_auroc_udaf(), pixel_aupro_udaf()]
 }
 
 /// Registers [`all_functions`] with a session.
@@ -102,10 +97,7 @@ mod tests {
         let mut names = HashSet::new();
         for f in all_functions() {
             for name in std::iter::once(f.name()).chain(f.aliases().iter().map(String::as_str)) {
-                assert!(
-                    names.insert(name.to_lowercase()),
-                    "duplicate function name: {name}"
-                );
+                assert!(names.insert(name.to_lowercase()), "duplicate function name: {name}");
             }
         }
         assert_eq!(names.len(), 4);
@@ -122,17 +114,12 @@ mod tests {
             assert!(ctx.udaf(f.name()).is_ok(), "{} registered", f.name());
         }
         // no clash with DataFusion's built-in aggregates
-        let builtin: HashSet<String> =
-            datafusion::functions_aggregate::all_default_aggregate_functions()
-                .iter()
-                .map(|f| f.name().to_lowercase())
-                .collect();
+        let builtin: HashSet<String> = datafusion::functions_aggregate::all_default_aggregate_functions()
+            .iter()
+            .map(|f| f.name().to_lowercase())
+            .collect();
         for f in all_functions() {
-            assert!(
-                !builtin.contains(f.name()),
-                "{} shadows a built-in",
-                f.name()
-            );
+            assert!(!builtin.contains(f.name()), "{} shadows a built-in", f.name());
         }
     }
 }

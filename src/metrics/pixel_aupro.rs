@@ -17,8 +17,7 @@ use datafusion::common::{plan_err, Result};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, Documentation, Signature,
-    Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, Documentation, Signature, Volatility,
 };
 use datafusion::scalar::ScalarValue;
 
@@ -43,9 +42,7 @@ impl Default for PixelAupro {
 
 impl PixelAupro {
     pub fn new() -> Self {
-        Self {
-            signature: Signature::user_defined(Volatility::Immutable),
-        }
+        Self { signature: Signature::user_defined(Volatility::Immutable) }
     }
 }
 
@@ -75,8 +72,7 @@ static DOCUMENTATION: LazyLock<Documentation> = LazyLock::new(|| {
 
 /// The `pixel_aupro` aggregate function (a shared instance).
 pub fn pixel_aupro_udaf() -> Arc<AggregateUDF> {
-    static INSTANCE: LazyLock<Arc<AggregateUDF>> =
-        LazyLock::new(|| Arc::new(AggregateUDF::from(PixelAupro::new())));
+    static INSTANCE: LazyLock<Arc<AggregateUDF>> = LazyLock::new(|| Arc::new(AggregateUDF::from(PixelAupro::new())));
     Arc::clone(&INSTANCE)
 }
 
@@ -111,12 +107,7 @@ impl AggregateUDFImpl for PixelAupro {
         let (stats, limit) = match arg_types {
             [stats] => (stats, None),
             [stats, limit] => (stats, Some(limit)),
-            _ => {
-                return plan_err!(
-                    "{NAME}(stats [, fpr_limit]) takes 1 or 2 arguments, got {}",
-                    arg_types.len()
-                )
-            }
+            _ => return plan_err!("{NAME}(stats [, fpr_limit]) takes 1 or 2 arguments, got {}", arg_types.len()),
         };
         if let Err(why) = check_stats_type(stats) {
             return plan_err!("{NAME}(stats): {why}");
@@ -124,9 +115,7 @@ impl AggregateUDFImpl for PixelAupro {
         let mut out = vec![stats.clone()];
         if let Some(limit) = limit {
             if !(limit.is_numeric() || limit == &DataType::Null) {
-                return plan_err!(
-                    "{NAME}(stats, fpr_limit): fpr_limit must be numeric, got {limit}"
-                );
+                return plan_err!("{NAME}(stats, fpr_limit): fpr_limit must be numeric, got {limit}");
             }
             out.push(DataType::Float64);
         }
@@ -170,18 +159,14 @@ mod tests {
     fn images() -> Vec<(Vec<u16>, Vec<bool>)> {
         let mut seed = 5u64;
         let mut next = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             seed >> 33
         };
         (0..10)
             .map(|i| {
                 let mask: Vec<bool> = (0..W * H).map(|_| i % 4 != 0 && next() % 5 == 0).collect();
-                let map: Vec<u16> = mask
-                    .iter()
-                    .map(|&m| (next() % 25) as u16 * 2000 + if m { 15000 } else { 0 })
-                    .collect();
+                let map: Vec<u16> =
+                    mask.iter().map(|&m| (next() % 25) as u16 * 2000 + if m { 15000 } else { 0 }).collect();
                 (map, mask)
             })
             .collect()
@@ -190,23 +175,12 @@ mod tests {
     #[test]
     fn equals_reference_bitwise_and_merge_law() {
         let imgs = images();
-        let stats: Vec<ImageStats> = imgs
-            .iter()
-            .map(|(m, k)| ImageStats::from_map(m, k, W, H).unwrap())
-            .collect();
-        let scores: Vec<Vec<f64>> = imgs
-            .iter()
-            .map(|(m, _)| m.iter().map(|&q| dequantize(q)).collect())
-            .collect();
+        let stats: Vec<ImageStats> = imgs.iter().map(|(m, k)| ImageStats::from_map(m, k, W, H).unwrap()).collect();
+        let scores: Vec<Vec<f64>> = imgs.iter().map(|(m, _)| m.iter().map(|&q| dequantize(q)).collect()).collect();
         let maps: Vec<SegmentationMap> = imgs
             .iter()
             .zip(&scores)
-            .map(|((_, k), s)| SegmentationMap {
-                scores: s,
-                mask: k,
-                width: W,
-                height: H,
-            })
+            .map(|((_, k), s)| SegmentationMap { scores: s, mask: k, width: W, height: H })
             .collect();
         for limit in [0.3, 0.05, 1.0] {
             let want = ScalarValue::Float64(Some(aupro(&maps, limit).unwrap()));
@@ -226,18 +200,14 @@ mod tests {
         // one image 5×1: background values 4, 3, 2, 1 (×1/65535), a 1-pixel region at 3:
         // points (0,0) (¼,0)[4] (½,1)[3: bg and region together] …; to 0.3: interpolate
         // between (¼, 0) and (½, 1): PRO(0.3) = 0.2; area = 0.05·0.2/2; / 0.3
-        let s = ImageStats::from_map(&[4, 3, 3, 2, 1], &[false, true, false, false, false], 5, 1)
-            .unwrap();
+        let s = ImageStats::from_map(&[4, 3, 3, 2, 1], &[false, true, false, false, false], 5, 1).unwrap();
         let mut acc = PixelMetricAccumulator::aupro(0.3).unwrap();
         acc.update_batch(&[to_arrow(&[s])]).unwrap();
-        let ScalarValue::Float64(Some(v)) = acc.evaluate().unwrap() else {
-            panic!()
-        };
+        let ScalarValue::Float64(Some(v)) = acc.evaluate().unwrap() else { panic!() };
         assert!((v - 0.05 * 0.2 / 2.0 / 0.3).abs() < 1e-15, "{v}");
 
         let mut acc = PixelMetricAccumulator::aupro(0.3).unwrap();
-        acc.update_batch(&[new_null_array(&stats_data_type(), 2)])
-            .unwrap();
+        acc.update_batch(&[new_null_array(&stats_data_type(), 2)]).unwrap();
         assert_eq!(acc.evaluate().unwrap(), ScalarValue::Float64(None));
         let normal = ImageStats::from_map(&[1, 2], &[false, false], 2, 1).unwrap();
         acc.update_batch(&[to_arrow(&[normal])]).unwrap();
@@ -251,13 +221,10 @@ mod tests {
         }
         let u = PixelAupro::new();
         assert_eq!(
-            u.coerce_types(&[stats_data_type(), DataType::Int32])
-                .unwrap(),
+            u.coerce_types(&[stats_data_type(), DataType::Int32]).unwrap(),
             vec![stats_data_type(), DataType::Float64]
         );
-        assert!(u
-            .coerce_types(&[stats_data_type(), DataType::Utf8])
-            .is_err());
+        assert!(u.coerce_types(&[stats_data_type(), DataType::Utf8]).is_err());
         assert!(u.coerce_types(&[DataType::Utf8]).is_err());
         assert!(u.coerce_types(&[]).is_err());
     }

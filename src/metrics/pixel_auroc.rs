@@ -16,9 +16,7 @@ use datafusion::common::{exec_err, plan_err, Result};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
-use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, Signature, Volatility,
-};
+use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, Signature, Volatility};
 use datafusion::scalar::ScalarValue;
 
 use super::aupro::{check_fpr_limit, pixel_aupro};
@@ -44,9 +42,7 @@ impl Default for PixelAuroc {
 
 impl PixelAuroc {
     pub fn new() -> Self {
-        Self {
-            signature: Signature::user_defined(Volatility::Immutable),
-        }
+        Self { signature: Signature::user_defined(Volatility::Immutable) }
     }
 }
 
@@ -59,9 +55,7 @@ static DOCUMENTATION: LazyLock<Documentation> = LazyLock::new(|| {
          pixel.",
         "pixel_auroc(stats)",
     )
-    .with_sql_example(
-        "```sql\n> SELECT category, pixel_auroc(stats) FROM metric_stats GROUP BY category;\n```",
-    )
+    .with_sql_example("```sql\n> SELECT category, pixel_auroc(stats) FROM metric_stats GROUP BY category;\n```")
     .with_argument(
         "stats",
         "Per-image statistics: Struct<bins: List<UInt16>, bg_count: List<UInt64>, fg_count: \
@@ -73,8 +67,7 @@ static DOCUMENTATION: LazyLock<Documentation> = LazyLock::new(|| {
 
 /// The `pixel_auroc` aggregate function (a shared instance).
 pub fn pixel_auroc_udaf() -> Arc<AggregateUDF> {
-    static INSTANCE: LazyLock<Arc<AggregateUDF>> =
-        LazyLock::new(|| Arc::new(AggregateUDF::from(PixelAuroc::new())));
+    static INSTANCE: LazyLock<Arc<AggregateUDF>> = LazyLock::new(|| Arc::new(AggregateUDF::from(PixelAuroc::new())));
     Arc::clone(&INSTANCE)
 }
 
@@ -121,11 +114,7 @@ impl AggregateUDFImpl for PixelAuroc {
 /// The one state field of `pixel_auroc` and `pixel_aupro`: `<name>[stats]`, the merged
 /// statistics in the layout of [`stats_data_type`].
 pub(crate) fn stats_state_field(name: &str) -> FieldRef {
-    Arc::new(Field::new(
-        format_state_name(name, "stats"),
-        stats_data_type(),
-        true,
-    ))
+    Arc::new(Field::new(format_state_name(name, "stats"), stats_data_type(), true))
 }
 
 /// Adds every non-null stats value of `array` to `sum`.
@@ -137,12 +126,8 @@ pub(crate) fn add_stats_column(sum: &mut StatsSum, array: &ArrayRef) -> Result<(
 
 /// The state of a [`StatsSum`]: one stats value.
 pub(crate) fn stats_state(sum: &mut StatsSum) -> Result<Vec<ScalarValue>> {
-    let stats = sum
-        .to_stats()
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-    Ok(vec![ScalarValue::Struct(Arc::new(to_struct_array(&[
-        stats,
-    ])))])
+    let stats = sum.to_stats().map_err(|e| DataFusionError::External(Box::new(e)))?;
+    Ok(vec![ScalarValue::Struct(Arc::new(to_struct_array(&[stats])))])
 }
 
 /// Which metric a [`PixelMetricAccumulator`] evaluates.
@@ -151,7 +136,9 @@ pub enum PixelMetric {
     Auroc,
     /// `fpr_limit` is a constant of the query, given to every partial and final accumulator, so
     /// it is not part of the state.
-    Aupro { fpr_limit: f64 },
+    Aupro {
+        fpr_limit: f64,
+    },
 }
 
 /// Accumulator of `pixel_auroc` and `pixel_aupro`. State: `[stats]`, the sum of the statistics
@@ -214,9 +201,7 @@ mod tests {
     fn images() -> Vec<(Vec<u16>, Vec<bool>)> {
         let mut seed = 11u64;
         let mut next = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             seed >> 33
         };
         (0..12)
@@ -229,19 +214,14 @@ mod tests {
     }
 
     fn stats_of(imgs: &[(Vec<u16>, Vec<bool>)]) -> Vec<ImageStats> {
-        imgs.iter()
-            .map(|(m, k)| ImageStats::from_map(m, k, 6, 5).unwrap())
-            .collect()
+        imgs.iter().map(|(m, k)| ImageStats::from_map(m, k, 6, 5).unwrap()).collect()
     }
 
     #[test]
     fn equals_reference_and_merge_law() {
         let imgs = images();
         let stats = stats_of(&imgs);
-        let scores: Vec<f64> = imgs
-            .iter()
-            .flat_map(|(m, _)| m.iter().map(|&q| dequantize(q)))
-            .collect();
+        let scores: Vec<f64> = imgs.iter().flat_map(|(m, _)| m.iter().map(|&q| dequantize(q))).collect();
         let labels: Vec<bool> = imgs.iter().flat_map(|(_, k)| k.iter().copied()).collect();
         let want = ScalarValue::Float64(Some(auroc(&scores, &labels).unwrap()));
 
@@ -258,8 +238,7 @@ mod tests {
     #[test]
     fn nulls_and_undefined() {
         let mut acc = PixelMetricAccumulator::auroc();
-        acc.update_batch(&[new_null_array(&stats_data_type(), 3)])
-            .unwrap();
+        acc.update_batch(&[new_null_array(&stats_data_type(), 3)]).unwrap();
         assert_eq!(acc.evaluate().unwrap(), ScalarValue::Float64(None));
         // only normal images: no defect pixel
         let normal = ImageStats::from_map(&[1, 2, 3, 4], &[false; 4], 2, 2).unwrap();
@@ -274,12 +253,7 @@ mod tests {
     fn rejects_non_stats_arguments() {
         let u = PixelAuroc::new();
         assert!(u.coerce_types(&[DataType::Float64]).is_err());
-        assert!(u
-            .coerce_types(&[stats_data_type(), DataType::Float64])
-            .is_err());
-        assert_eq!(
-            u.coerce_types(&[stats_data_type()]).unwrap(),
-            vec![stats_data_type()]
-        );
+        assert!(u.coerce_types(&[stats_data_type(), DataType::Float64]).is_err());
+        assert_eq!(u.coerce_types(&[stats_data_type()]).unwrap(), vec![stats_data_type()]);
     }
 }

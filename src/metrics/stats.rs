@@ -77,31 +77,16 @@ pub fn label_regions<M: MaskValue>(
     height: usize,
 ) -> Result<(Vec<u32>, Vec<u64>), MetricError> {
     if width.checked_mul(height) != Some(mask.len()) {
-        return Err(MetricError::Shape {
-            what: "mask",
-            len: mask.len(),
-            width,
-            height,
-        });
+        return Err(MetricError::Shape { what: "mask", len: mask.len(), width, height });
     }
     if mask.is_empty() {
         return Ok((Vec::new(), vec![0]));
     }
     let (w, h) = match (u32::try_from(width), u32::try_from(height)) {
         (Ok(w), Ok(h)) => (w, h),
-        _ => {
-            return Err(MetricError::Shape {
-                what: "mask",
-                len: mask.len(),
-                width,
-                height,
-            })
-        }
+        _ => return Err(MetricError::Shape { what: "mask", len: mask.len(), width, height }),
     };
-    let raw: Vec<u8> = mask
-        .iter()
-        .map(|&m| if m.is_defect() { 255 } else { 0 })
-        .collect();
+    let raw: Vec<u8> = mask.iter().map(|&m| if m.is_defect() { 255 } else { 0 }).collect();
     let image = GrayImage::from_raw(w, h, raw).expect("length checked above");
     let labelled = connected_components(&image, Connectivity::Eight, Luma([0u8]));
     let labels = labelled.into_raw();
@@ -134,26 +119,15 @@ impl ImageStats {
         height: usize,
     ) -> Result<ImageStats, MetricError> {
         if width.checked_mul(height) != Some(map.len()) {
-            return Err(MetricError::Shape {
-                what: "map",
-                len: map.len(),
-                width,
-                height,
-            });
+            return Err(MetricError::Shape { what: "map", len: map.len(), width, height });
         }
         let (labels, sizes) = label_regions(mask, width, height)?;
         let n_regions = sizes.iter().skip(1).filter(|&&s| s > 0).count() as u64;
-        let weights: Vec<u128> = sizes
-            .iter()
-            .map(|&s| if s > 0 { pixel_weight(s) } else { 0 })
-            .collect();
+        let weights: Vec<u128> = sizes.iter().map(|&s| if s > 0 { pixel_weight(s) } else { 0 }).collect();
         // (value, label) sorted by value: one pass then fills the sparse bins
         let mut pixels: Vec<(u16, u32)> = map.iter().copied().zip(labels.iter().copied()).collect();
         pixels.sort_unstable();
-        let mut stats = ImageStats {
-            n_regions,
-            ..ImageStats::default()
-        };
+        let mut stats = ImageStats { n_regions, ..ImageStats::default() };
         for (q, label) in pixels {
             if stats.bins.last() != Some(&q) {
                 stats.bins.push(q);
@@ -191,17 +165,11 @@ impl ImageStats {
             ));
         }
         if let Some(w) = bins.windows(2).find(|w| w[0] >= w[1]) {
-            return invalid(format!(
-                "bins are not strictly ascending ({} then {})",
-                w[0], w[1]
-            ));
+            return invalid(format!("bins are not strictly ascending ({} then {})", w[0], w[1]));
         }
         for i in 0..n {
             if region_weight[i] > REGION_WEIGHT_MAX {
-                return invalid(format!(
-                    "region_weight of bin {} exceeds 10^38 - 1",
-                    bins[i]
-                ));
+                return invalid(format!("region_weight of bin {} exceeds 10^38 - 1", bins[i]));
             }
             if (fg_count[i] == 0) != (region_weight[i] == 0) {
                 return invalid(format!(
@@ -212,17 +180,9 @@ impl ImageStats {
         }
         let has_defects = fg_count.iter().any(|&c| c > 0);
         if has_defects != (n_regions > 0) {
-            return invalid(format!(
-                "{n_regions} regions but defect pixels present: {has_defects}"
-            ));
+            return invalid(format!("{n_regions} regions but defect pixels present: {has_defects}"));
         }
-        Ok(ImageStats {
-            bins,
-            bg_count,
-            fg_count,
-            region_weight,
-            n_regions,
-        })
+        Ok(ImageStats { bins, bg_count, fg_count, region_weight, n_regions })
     }
 
     /// Non-empty score bins (stored values), ascending.
@@ -264,9 +224,7 @@ impl ImageStats {
     }
 
     /// The sum of many statistics, in any order.
-    pub fn sum<'a>(
-        items: impl IntoIterator<Item = &'a ImageStats>,
-    ) -> Result<ImageStats, MetricError> {
+    pub fn sum<'a>(items: impl IntoIterator<Item = &'a ImageStats>) -> Result<ImageStats, MetricError> {
         let mut sum = StatsSum::new();
         for s in items {
             sum.add(s)?;
@@ -276,18 +234,12 @@ impl ImageStats {
 
     /// Grouped thresholds for pixel AUROC, highest score first: (background, defect) per bin.
     pub fn binary_levels(&self) -> impl Iterator<Item = BinaryLevel> + '_ {
-        (0..self.bins.len()).rev().map(|i| BinaryLevel {
-            negatives: self.bg_count[i],
-            positives: self.fg_count[i],
-        })
+        (0..self.bins.len()).rev().map(|i| BinaryLevel { negatives: self.bg_count[i], positives: self.fg_count[i] })
     }
 
     /// Grouped thresholds for AUPRO, highest score first: (background, region weight) per bin.
     pub fn pro_levels(&self) -> impl Iterator<Item = ProLevel> + '_ {
-        (0..self.bins.len()).rev().map(|i| ProLevel {
-            background: self.bg_count[i],
-            weight: self.region_weight[i],
-        })
+        (0..self.bins.len()).rev().map(|i| ProLevel { background: self.bg_count[i], weight: self.region_weight[i] })
     }
 
     /// Heap bytes held (capacity, not length).
@@ -314,12 +266,7 @@ pub fn auroc_tie_bound(stats: &ImageStats) -> Result<f64, MetricError> {
     if n == 0 {
         return Err(MetricError::undefined(metric, UndefinedReason::NoNegatives));
     }
-    let tied: u128 = stats
-        .fg_count
-        .iter()
-        .zip(&stats.bg_count)
-        .map(|(&p, &n)| p as u128 * n as u128)
-        .sum();
+    let tied: u128 = stats.fg_count.iter().zip(&stats.bg_count).map(|(&p, &n)| p as u128 * n as u128).sum();
     Ok(tied as f64 / (2.0 * p as f64 * n as f64))
 }
 
@@ -368,23 +315,13 @@ impl StatsSum {
         weight: impl Iterator<Item = u128>,
         n_regions: u64,
     ) -> Result<(), MetricError> {
-        self.n_regions = self
-            .n_regions
-            .checked_add(n_regions)
-            .ok_or(MetricError::Overflow { what: "n_regions" })?;
-        self.entries
-            .extend(
-                bins.iter()
-                    .zip(bg)
-                    .zip(fg)
-                    .zip(weight)
-                    .map(|(((&bin, &bg), &fg), weight)| Entry {
-                        bin,
-                        bg,
-                        fg,
-                        weight,
-                    }),
-            );
+        self.n_regions = self.n_regions.checked_add(n_regions).ok_or(MetricError::Overflow { what: "n_regions" })?;
+        self.entries.extend(bins.iter().zip(bg).zip(fg).zip(weight).map(|(((&bin, &bg), &fg), weight)| Entry {
+            bin,
+            bg,
+            fg,
+            weight,
+        }));
         if self.entries.len() - self.sorted > self.sorted.max(4096) {
             self.compact()?;
         }
@@ -396,26 +333,17 @@ impl StatsSum {
             return Ok(());
         }
         self.entries.sort_unstable_by_key(|e| e.bin);
-        let mut out: Vec<Entry> =
-            Vec::with_capacity(self.entries.len().min(super::quantize::SCORE_LEVELS));
+        let mut out: Vec<Entry> = Vec::with_capacity(self.entries.len().min(super::quantize::SCORE_LEVELS));
         for e in self.entries.drain(..) {
             match out.last_mut() {
                 Some(last) if last.bin == e.bin => {
-                    last.bg = last
-                        .bg
-                        .checked_add(e.bg)
-                        .ok_or(MetricError::Overflow { what: "bg_count" })?;
-                    last.fg = last
-                        .fg
-                        .checked_add(e.fg)
-                        .ok_or(MetricError::Overflow { what: "fg_count" })?;
+                    last.bg = last.bg.checked_add(e.bg).ok_or(MetricError::Overflow { what: "bg_count" })?;
+                    last.fg = last.fg.checked_add(e.fg).ok_or(MetricError::Overflow { what: "fg_count" })?;
                     last.weight = last
                         .weight
                         .checked_add(e.weight)
                         .filter(|&w| w <= REGION_WEIGHT_MAX)
-                        .ok_or(MetricError::Overflow {
-                            what: "region_weight",
-                        })?;
+                        .ok_or(MetricError::Overflow { what: "region_weight" })?;
                 }
                 _ => out.push(e),
             }
@@ -428,10 +356,7 @@ impl StatsSum {
     /// The merged statistics so far (the sum stays usable).
     pub fn to_stats(&mut self) -> Result<ImageStats, MetricError> {
         self.compact()?;
-        let mut s = ImageStats {
-            n_regions: self.n_regions,
-            ..ImageStats::default()
-        };
+        let mut s = ImageStats { n_regions: self.n_regions, ..ImageStats::default() };
         for e in &self.entries {
             s.bins.push(e.bin);
             s.bg_count.push(e.bg);
@@ -459,13 +384,7 @@ mod tests {
     fn mask(rows: &[&str]) -> (Vec<bool>, usize, usize) {
         let h = rows.len();
         let w = rows[0].len();
-        (
-            rows.iter()
-                .flat_map(|r| r.chars().map(|c| c == '#'))
-                .collect(),
-            w,
-            h,
-        )
+        (rows.iter().flat_map(|r| r.chars().map(|c| c == '#')).collect(), w, h)
     }
 
     #[test]
@@ -500,10 +419,7 @@ mod tests {
         assert_eq!(s.bins(), &[1, 2, 5, 9]);
         assert_eq!(s.fg_count(), &[1, 0, 2, 0]);
         assert_eq!(s.bg_count(), &[1, 2, 1, 2]);
-        assert_eq!(
-            s.region_weight(),
-            &[pixel_weight(1), 0, 2 * pixel_weight(2), 0]
-        );
+        assert_eq!(s.region_weight(), &[pixel_weight(1), 0, 2 * pixel_weight(2), 0]);
         assert_eq!(pixel_weight(1), 1u128 << 80);
         assert_eq!(pixel_weight(2), 1u128 << 79);
     }
@@ -515,30 +431,18 @@ mod tests {
         assert_eq!(s1, s2);
         assert_eq!(
             ImageStats::from_map(&[1, 2, 3], &[false; 4], 2, 2),
-            Err(MetricError::Shape {
-                what: "map",
-                len: 3,
-                width: 2,
-                height: 2
-            })
+            Err(MetricError::Shape { what: "map", len: 3, width: 2, height: 2 })
         );
         assert_eq!(
             ImageStats::from_map(&[1, 2, 3, 4], &[false; 3], 2, 2),
-            Err(MetricError::Shape {
-                what: "mask",
-                len: 3,
-                width: 2,
-                height: 2
-            })
+            Err(MetricError::Shape { what: "mask", len: 3, width: 2, height: 2 })
         );
         let empty = ImageStats::from_map::<bool>(&[], &[], 0, 0).unwrap();
         assert_eq!(empty, ImageStats::default());
     }
 
     fn lcg(seed: &mut u64) -> u64 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         *seed >> 33
     }
 
@@ -566,20 +470,11 @@ mod tests {
         assert_eq!(acc, all);
         // split in three uneven parts, merge the partial sums
         let parts = [&items[..3], &items[3..29], &items[29..]];
-        let partial: Vec<ImageStats> = parts
-            .iter()
-            .map(|p| ImageStats::sum(p.iter()).unwrap())
-            .collect();
+        let partial: Vec<ImageStats> = parts.iter().map(|p| ImageStats::sum(p.iter()).unwrap()).collect();
         assert_eq!(ImageStats::sum(partial.iter().rev()).unwrap(), all);
         // totals are the totals of the parts
-        assert_eq!(
-            all.n_regions(),
-            items.iter().map(|s| s.n_regions()).sum::<u64>()
-        );
-        assert_eq!(
-            all.n_background(),
-            items.iter().map(|s| s.n_background()).sum::<u64>()
-        );
+        assert_eq!(all.n_regions(), items.iter().map(|s| s.n_regions()).sum::<u64>());
+        assert_eq!(all.n_background(), items.iter().map(|s| s.n_background()).sum::<u64>());
         assert!(all.bins().windows(2).all(|w| w[0] < w[1]));
     }
 
@@ -605,47 +500,26 @@ mod tests {
         assert!(ImageStats::from_parts(vec![1], vec![1, 1], vec![0], vec![0], 0).is_err());
         assert!(ImageStats::from_parts(vec![1], vec![0], vec![1], vec![0], 1).is_err());
         assert!(ImageStats::from_parts(vec![1], vec![0], vec![1], vec![1 << 80], 0).is_err());
-        assert!(
-            ImageStats::from_parts(vec![1], vec![0], vec![1], vec![REGION_WEIGHT_MAX + 1], 1)
-                .is_err()
-        );
-        assert!(
-            ImageStats::from_parts(vec![1, 2], vec![3, 0], vec![0, 1], vec![0, 1 << 80], 1).is_ok()
-        );
+        assert!(ImageStats::from_parts(vec![1], vec![0], vec![1], vec![REGION_WEIGHT_MAX + 1], 1).is_err());
+        assert!(ImageStats::from_parts(vec![1, 2], vec![3, 0], vec![0, 1], vec![0, 1 << 80], 1).is_ok());
     }
 
     #[test]
     fn weight_overflow_is_an_error() {
-        let big = ImageStats::from_parts(vec![7], vec![0], vec![1], vec![REGION_WEIGHT_MAX - 1], 1)
-            .unwrap();
+        let big = ImageStats::from_parts(vec![7], vec![0], vec![1], vec![REGION_WEIGHT_MAX - 1], 1).unwrap();
         let mut acc = big.clone();
-        assert_eq!(
-            acc.merge(&big),
-            Err(MetricError::Overflow {
-                what: "region_weight"
-            })
-        );
+        assert_eq!(acc.merge(&big), Err(MetricError::Overflow { what: "region_weight" }));
     }
 
     #[test]
     fn tie_bound_by_hand() {
         // bins: (bg 2, fg 1), (bg 1, fg 0), (bg 0, fg 3): P = 4, N = 3, tied pairs = 2
-        let s = ImageStats::from_parts(
-            vec![1, 2, 3],
-            vec![2, 1, 0],
-            vec![1, 0, 3],
-            vec![1, 0, 3],
-            1,
-        )
-        .unwrap();
+        let s = ImageStats::from_parts(vec![1, 2, 3], vec![2, 1, 0], vec![1, 0, 3], vec![1, 0, 3], 1).unwrap();
         assert_eq!(auroc_tie_bound(&s).unwrap(), 2.0 / (2.0 * 4.0 * 3.0));
         let none = ImageStats::from_parts(vec![1], vec![2], vec![0], vec![0], 0).unwrap();
         assert_eq!(
             auroc_tie_bound(&none),
-            Err(MetricError::Undefined {
-                metric: "pixel_auroc",
-                reason: UndefinedReason::NoPositives
-            })
+            Err(MetricError::Undefined { metric: "pixel_auroc", reason: UndefinedReason::NoPositives })
         );
     }
 }

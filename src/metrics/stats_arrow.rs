@@ -17,9 +17,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Decimal128Array, ListArray, StructArray, UInt16Array, UInt64Array,
-};
+use arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, ListArray, StructArray, UInt16Array, UInt64Array};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Decimal128Type, Field, Fields, UInt16Type, UInt64Type};
 
@@ -35,21 +33,9 @@ const N_REGIONS: &str = "n_regions";
 fn stats_fields() -> Fields {
     Fields::from(vec![
         Field::new_list(BINS, Field::new_list_field(DataType::UInt16, false), false),
-        Field::new_list(
-            BG_COUNT,
-            Field::new_list_field(DataType::UInt64, false),
-            false,
-        ),
-        Field::new_list(
-            FG_COUNT,
-            Field::new_list_field(DataType::UInt64, false),
-            false,
-        ),
-        Field::new_list(
-            REGION_WEIGHT,
-            Field::new_list_field(DataType::Decimal128(38, 0), false),
-            false,
-        ),
+        Field::new_list(BG_COUNT, Field::new_list_field(DataType::UInt64, false), false),
+        Field::new_list(FG_COUNT, Field::new_list_field(DataType::UInt64, false), false),
+        Field::new_list(REGION_WEIGHT, Field::new_list_field(DataType::Decimal128(38, 0), false), false),
         Field::new(N_REGIONS, DataType::UInt64, false),
     ])
 }
@@ -64,14 +50,8 @@ pub fn stats_data_type() -> DataType {
 pub fn stats_schema_field() -> Field {
     Field::new("stats", stats_data_type(), true).with_metadata(
         [
-            (
-                "promptad.score_quantization".to_string(),
-                "u16: q = round(clamp(s, 0, 1) * 65535)".to_string(),
-            ),
-            (
-                "promptad.region_weight_unit".to_string(),
-                "2^-80 region (pixel weight round(2^80 / |r|))".to_string(),
-            ),
+            ("promptad.score_quantization".to_string(), "u16: q = round(clamp(s, 0, 1) * 65535)".to_string()),
+            ("promptad.region_weight_unit".to_string(), "2^-80 region (pixel weight round(2^80 / |r|))".to_string()),
             ("promptad.connectivity".to_string(), "8".to_string()),
         ]
         .into(),
@@ -88,27 +68,17 @@ pub fn to_struct_array(stats: &[ImageStats]) -> StructArray {
     let fields = stats_fields();
     let lengths: Vec<usize> = stats.iter().map(|s| s.bins().len()).collect();
     let list = |i: usize, values: ArrayRef| -> ArrayRef {
-        let DataType::List(item) = fields[i].data_type() else {
-            unreachable!("list field")
-        };
-        Arc::new(ListArray::new(
-            item.clone(),
-            OffsetBuffer::from_lengths(lengths.iter().copied()),
-            values,
-            None,
-        ))
+        let DataType::List(item) = fields[i].data_type() else { unreachable!("list field") };
+        Arc::new(ListArray::new(item.clone(), OffsetBuffer::from_lengths(lengths.iter().copied()), values, None))
     };
     let bins = UInt16Array::from_iter_values(stats.iter().flat_map(|s| s.bins().iter().copied()));
     let bg = UInt64Array::from_iter_values(stats.iter().flat_map(|s| s.bg_count().iter().copied()));
     let fg = UInt64Array::from_iter_values(stats.iter().flat_map(|s| s.fg_count().iter().copied()));
     // every weight is ≤ REGION_WEIGHT_MAX < 2^127, so the i128 cast is lossless
-    let weight = Decimal128Array::from_iter_values(
-        stats
-            .iter()
-            .flat_map(|s| s.region_weight().iter().map(|&w| w as i128)),
-    )
-    .with_precision_and_scale(38, 0)
-    .expect("38, 0 is a valid decimal type");
+    let weight =
+        Decimal128Array::from_iter_values(stats.iter().flat_map(|s| s.region_weight().iter().map(|&w| w as i128)))
+            .with_precision_and_scale(38, 0)
+            .expect("38, 0 is a valid decimal type");
     let n_regions = UInt64Array::from_iter_values(stats.iter().map(|s| s.n_regions()));
     let columns: Vec<ArrayRef> = vec![
         list(0, Arc::new(bins)),
@@ -145,10 +115,7 @@ pub fn from_arrow(array: &dyn Array) -> Result<Vec<Option<ImageStats>>, MetricEr
 /// says what is wrong.
 pub fn check_stats_type(data_type: &DataType) -> Result<(), String> {
     let DataType::Struct(fields) = data_type else {
-        return Err(format!(
-            "expected a stats Struct ({}), got {data_type}",
-            stats_data_type()
-        ));
+        return Err(format!("expected a stats Struct ({}), got {data_type}", stats_data_type()));
     };
     let want = stats_fields();
     for f in want.iter() {
@@ -163,12 +130,7 @@ pub fn check_stats_type(data_type: &DataType) -> Result<(), String> {
             (a, b) => a == b,
         };
         if !ok {
-            return Err(format!(
-                "stats field `{}` is {}, expected {}",
-                f.name(),
-                got.data_type(),
-                f.data_type()
-            ));
+            return Err(format!("stats field `{}` is {}, expected {}", f.name(), got.data_type(), f.data_type()));
         }
     }
     Ok(())
@@ -195,20 +157,14 @@ pub(crate) struct StatsView<'a> {
 }
 
 fn invalid<T>(reason: impl Into<String>) -> Result<T, MetricError> {
-    Err(MetricError::InvalidStats {
-        reason: reason.into(),
-    })
+    Err(MetricError::InvalidStats { reason: reason.into() })
 }
 
 impl<'a> StatsView<'a> {
     pub fn try_new(array: &'a dyn Array) -> Result<StatsView<'a>, MetricError> {
         check_stats_type(array.data_type()).or_else(invalid)?;
         let array = array.as_struct();
-        let child = |name: &str| {
-            array
-                .column_by_name(name)
-                .expect("checked by check_stats_type")
-        };
+        let child = |name: &str| array.column_by_name(name).expect("checked by check_stats_type");
         Ok(StatsView {
             array,
             bins: child(BINS).as_list::<i32>(),
@@ -267,31 +223,17 @@ impl<'a> StatsView<'a> {
         for j in 0..n {
             let w = weight[j];
             if w < 0 || w as u128 > REGION_WEIGHT_MAX {
-                return invalid(format!(
-                    "region_weight {w} of bin {} is outside [0, 10^38 - 1]",
-                    bins[j]
-                ));
+                return invalid(format!("region_weight {w} of bin {} is outside [0, 10^38 - 1]", bins[j]));
             }
             if (fg[j] == 0) != (w == 0) {
-                return invalid(format!(
-                    "bin {} has {} defect pixels but region weight {w}",
-                    bins[j], fg[j]
-                ));
+                return invalid(format!("bin {} has {} defect pixels but region weight {w}", bins[j], fg[j]));
             }
             has_defects |= fg[j] > 0;
         }
         if has_defects != (n_regions > 0) {
-            return invalid(format!(
-                "{n_regions} regions but defect pixels present: {has_defects}"
-            ));
+            return invalid(format!("{n_regions} regions but defect pixels present: {has_defects}"));
         }
-        Ok(StatsRow {
-            bins,
-            bg,
-            fg,
-            weight,
-            n_regions,
-        })
+        Ok(StatsRow { bins, bg, fg, weight, n_regions })
     }
 
     /// Adds every non-null value to `sum`.
@@ -301,13 +243,7 @@ impl<'a> StatsView<'a> {
                 continue;
             }
             let r = self.row(i)?;
-            sum.add_parts(
-                r.bins,
-                r.bg,
-                r.fg,
-                r.weight.iter().map(|&w| w as u128),
-                r.n_regions,
-            )?;
+            sum.add_parts(r.bins, r.bg, r.fg, r.weight.iter().map(|&w| w as u128), r.n_regions)?;
         }
         Ok(())
     }
@@ -333,19 +269,11 @@ mod tests {
         let array = to_arrow(&stats);
         assert_eq!(array.data_type(), &stats_data_type());
         assert_eq!(array.len(), 4);
-        let back: Vec<ImageStats> = from_arrow(array.as_ref())
-            .unwrap()
-            .into_iter()
-            .map(Option::unwrap)
-            .collect();
+        let back: Vec<ImageStats> = from_arrow(array.as_ref()).unwrap().into_iter().map(Option::unwrap).collect();
         assert_eq!(back, stats);
         // a slice reads as the same values
         let sliced = array.slice(1, 3);
-        let back: Vec<ImageStats> = from_arrow(sliced.as_ref())
-            .unwrap()
-            .into_iter()
-            .map(Option::unwrap)
-            .collect();
+        let back: Vec<ImageStats> = from_arrow(sliced.as_ref()).unwrap().into_iter().map(Option::unwrap).collect();
         assert_eq!(back, stats[1..4]);
     }
 
@@ -358,13 +286,8 @@ mod tests {
     #[test]
     fn wrong_types_are_rejected() {
         let not_struct = UInt64Array::from(vec![1u64]);
-        assert!(matches!(
-            from_arrow(&not_struct),
-            Err(MetricError::InvalidStats { .. })
-        ));
-        let DataType::Struct(fields) = stats_data_type() else {
-            unreachable!()
-        };
+        assert!(matches!(from_arrow(&not_struct), Err(MetricError::InvalidStats { .. })));
+        let DataType::Struct(fields) = stats_data_type() else { unreachable!() };
         let fewer = DataType::Struct(fields.iter().take(4).cloned().collect());
         assert!(check_stats_type(&fewer).unwrap_err().contains("n_regions"));
         // nullable items are accepted
@@ -372,11 +295,9 @@ mod tests {
             fields
                 .iter()
                 .map(|f| match f.data_type() {
-                    DataType::List(item) => Arc::new(Field::new_list(
-                        f.name(),
-                        Field::new_list_field(item.data_type().clone(), true),
-                        true,
-                    )),
+                    DataType::List(item) => {
+                        Arc::new(Field::new_list(f.name(), Field::new_list_field(item.data_type().clone(), true), true))
+                    }
                     _ => f.clone(),
                 })
                 .collect(),

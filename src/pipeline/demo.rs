@@ -60,7 +60,12 @@ fn suffixes(defects: &[String]) -> Vec<String> {
     defects.iter().map(|d| format!("{{}} with {}", d.replace('_', " "))).collect()
 }
 
-pub fn run_demo(options: &DemoOptions, clip: &Clip, backbone: &Backbone, mut progress: impl FnMut(&str)) -> Result<Vec<CategoryResult>> {
+pub fn run_demo(
+    options: &DemoOptions,
+    clip: &Clip,
+    backbone: &Backbone,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<CategoryResult>> {
     let data = options.out_dir.join("data");
     let summary = if data.join("synth.json").is_file() && !options.overwrite {
         progress("reusing the generated dataset");
@@ -102,7 +107,12 @@ pub fn run_demo(options: &DemoOptions, clip: &Clip, backbone: &Backbone, mut pro
             &dataset,
             &category.name,
             &out.join("scores"),
-            &ScoreOptions { batch_size: options.batch_size, compat: Compat::Rgb, overwrite: true, ..ScoreOptions::default() },
+            &ScoreOptions {
+                batch_size: options.batch_size,
+                compat: Compat::Rgb,
+                overwrite: true,
+                ..ScoreOptions::default()
+            },
             |_| {},
         )?;
         let metrics = scored.metrics()?;
@@ -144,7 +154,10 @@ pub fn table(results: &[CategoryResult], backbone: &Backbone) -> String {
         Weights::Checkpoint { path, sha256 } => format!("{} from {} (sha256 {})", backbone.config_name, path.display(), &sha256[..sha256.len().min(12)]),
     };
     let mut out = format!("backbone: {describe}\n\n");
-    out.push_str(&format!("{:<14} {:>7} {:>12} {:>12} {:>8} {:>9} {:>9}\n", "category", "images", "image AUROC", "pixel AUROC", "AUPRO", "train s", "score s"));
+    out.push_str(&format!(
+        "{:<14} {:>7} {:>12} {:>12} {:>8} {:>9} {:>9}\n",
+        "category", "images", "image AUROC", "pixel AUROC", "AUPRO", "train s", "score s"
+    ));
     let line = |r: &CategoryResult| {
         format!(
             "{:<14} {:>7} {:>12.4} {:>12.4} {:>8.4} {:>9.1} {:>9.1}\n",
@@ -156,7 +169,10 @@ pub fn table(results: &[CategoryResult], backbone: &Backbone) -> String {
     }
     let m = mean(results);
     out.push_str(&line(&m));
-    out.push_str(&format!("{:<14} {:>7} {:>12.4} {:>12.4} {:>8.4}\n", "chance", "", CHANCE.image_auroc, CHANCE.pixel_auroc, CHANCE.aupro));
+    out.push_str(&format!(
+        "{:<14} {:>7} {:>12.4} {:>12.4} {:>8.4}\n",
+        "chance", "", CHANCE.image_auroc, CHANCE.pixel_auroc, CHANCE.aupro
+    ));
     out.push_str(&format!(
         "{:<14} {:>7} {:>+12.4} {:>+12.4} {:>+8.4}\n",
         "mean - chance",
@@ -172,7 +188,12 @@ pub fn table(results: &[CategoryResult], backbone: &Backbone) -> String {
 pub fn random_backbone(seed: u64, device: tch::Device) -> Result<(Clip, Backbone)> {
     let config = crate::clip::ModelConfig::resolve("demo-vit-240")?;
     let clip = Clip::random(config.clone(), seed, device);
-    let backbone = Backbone { config_name: "demo-vit-240".into(), config, weights: Weights::RandomInit { seed }, logit_scale: clip.logit_scale_raw() };
+    let backbone = Backbone {
+        config_name: "demo-vit-240".into(),
+        config,
+        weights: Weights::RandomInit { seed },
+        logit_scale: clip.logit_scale_raw(),
+    };
     Ok((clip, backbone))
 }
 

@@ -42,7 +42,10 @@ use crate::detect::{DetectConfig, Detector};
 use crate::metrics::quantize::quantize;
 use crate::metrics::stats::{ImageStats, StatsSum};
 use crate::metrics::{auroc, pixel_aupro, pixel_auroc, MetricError, DEFAULT_FPR_LIMIT};
-use crate::sink::{maps_batch, maps_schema, scores_batch, scores_schema, stats_batch, stats_schema, AtomicParquetWriter, RowKeys, ScoreRow};
+use crate::sink::{
+    maps_batch, maps_schema, scores_batch, scores_schema, stats_batch, stats_schema, AtomicParquetWriter, RowKeys,
+    ScoreRow,
+};
 use crate::store::Location;
 
 /// The tables a scoring run writes, in the order they are committed.
@@ -68,7 +71,15 @@ pub struct ScoreOptions {
 
 impl Default for ScoreOptions {
     fn default() -> Self {
-        Self { batch_size: 16, compat: Compat::Rgb, skip_bad: false, overwrite: false, rows_per_unit: 256, shard: (0, 1), run_id: None }
+        Self {
+            batch_size: 16,
+            compat: Compat::Rgb,
+            skip_bad: false,
+            overwrite: false,
+            rows_per_unit: 256,
+            shard: (0, 1),
+            run_id: None,
+        }
     }
 }
 
@@ -328,7 +339,9 @@ pub fn score_category(
                 read += started.elapsed().as_secs_f64();
                 let started = Instant::now();
                 let message = match batch {
-                    Ok(records) => Message::Batch(records.into_par_iter().map(|r| prepare(r, size, map_size, compat)).collect()),
+                    Ok(records) => {
+                        Message::Batch(records.into_par_iter().map(|r| prepare(r, size, map_size, compat)).collect())
+                    }
                     Err(e) => Message::Failed(e),
                 };
                 decode += started.elapsed().as_secs_f64();
@@ -347,7 +360,8 @@ pub fn score_category(
     let mut messages = receiver.into_iter();
     for unit in &todo {
         let started = Instant::now();
-        let files: BTreeMap<String, String> = TABLES.iter().map(|t| (t.to_string(), table_file(t, &run_id, category, &unit.name))).collect();
+        let files: BTreeMap<String, String> =
+            TABLES.iter().map(|t| (t.to_string(), table_file(t, &run_id, category, &unit.name))).collect();
         let mut maps_out = AtomicParquetWriter::create(out, &files["maps"], maps_schema(map_size as i32))?;
         let mut stats_out = AtomicParquetWriter::create(out, &files["metric_stats"], stats_schema())?;
         let mut scores_out = AtomicParquetWriter::create(out, &files["scores"], scores_schema())?;
@@ -386,8 +400,11 @@ pub fn score_category(
                 let modelling = Instant::now();
                 let batch = Tensor::from_slice(&flat).view([good.len() as i64, 3, size as i64, size as i64]);
                 let detection = detector.detect(&batch)?;
-                let to_vec = |t: &Tensor| -> Result<Vec<f64>> { Ok(Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Double))?) };
-                let (image_score, text_score, visual_max) = (to_vec(&detection.image_score)?, to_vec(&detection.text_score)?, to_vec(&detection.visual_max)?);
+                let to_vec = |t: &Tensor| -> Result<Vec<f64>> {
+                    Ok(Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Double))?)
+                };
+                let (image_score, text_score, visual_max) =
+                    (to_vec(&detection.image_score)?, to_vec(&detection.text_score)?, to_vec(&detection.visual_max)?);
                 let maps = detection.map.to_device(Device::Cpu).to_kind(Kind::Float);
                 let model_seconds = modelling.elapsed().as_secs_f64();
                 summary.seconds.model += model_seconds;
@@ -407,14 +424,27 @@ pub fn score_category(
                         stat_categories.push(record.category.clone());
                         stats.push(s);
                     }
-                    rows.push(row(&run_id, record, Some([image_score[i], text_score[i], visual_max[i], max_pixel]), &version, None));
+                    rows.push(row(
+                        &run_id,
+                        record,
+                        Some([image_score[i], text_score[i], visual_max[i], max_pixel]),
+                        &version,
+                        None,
+                    ));
                     ids.push(record.image_id.clone());
                     categories.push(record.category.clone());
                     quantized.push(q);
                 }
-                maps_out.write(&maps_batch(map_size as i32, &RowKeys { run: &run_id, image_ids: &ids, categories: &categories }, &quantized)?)?;
+                maps_out.write(&maps_batch(
+                    map_size as i32,
+                    &RowKeys { run: &run_id, image_ids: &ids, categories: &categories },
+                    &quantized,
+                )?)?;
                 if !stats.is_empty() {
-                    stats_out.write(&stats_batch(&RowKeys { run: &run_id, image_ids: &stat_ids, categories: &stat_categories }, &stats)?)?;
+                    stats_out.write(&stats_batch(
+                        &RowKeys { run: &run_id, image_ids: &stat_ids, categories: &stat_categories },
+                        &stats,
+                    )?)?;
                 }
             }
             images += rows.len();
@@ -426,7 +456,14 @@ pub fn score_category(
         maps_out.finish()?;
         stats_out.finish()?;
         scores_out.finish()?;
-        let record = UnitRecord { unit: unit.name.clone(), category: category.into(), images, skipped, files, seconds: started.elapsed().as_secs_f64() };
+        let record = UnitRecord {
+            unit: unit.name.clone(),
+            category: category.into(),
+            images,
+            skipped,
+            files,
+            seconds: started.elapsed().as_secs_f64(),
+        };
         // The commit: from here on the unit's files are part of the run.
         out.put(&unit_record_file(&run_id, category, &unit.name), Bytes::from(serde_json::to_vec_pretty(&record)?))?;
         summary.seconds.write += writing.elapsed().as_secs_f64();
@@ -464,7 +501,8 @@ fn publish_plan(out: &Location, plan: &RunPlan, overwrite: bool) -> Result<()> {
         return Ok(());
     }
     if !out.put_if_absent(&rel, bytes)? {
-        let existing: RunPlan = serde_json::from_slice(&out.get(&rel)?).map_err(|e| anyhow!("{}: {e}", out.url_of(&rel)))?;
+        let existing: RunPlan =
+            serde_json::from_slice(&out.get(&rel)?).map_err(|e| anyhow!("{}: {e}", out.url_of(&rel)))?;
         if existing != *plan {
             bail!(
                 "run {} of {} in {out} was started with different work (model {}, data {}, {} units; now model {}, {} units); \
@@ -526,14 +564,16 @@ pub fn committed_files(out: &Location) -> Result<(BTreeMap<String, Vec<String>>,
             let dir = format!("{RUNS_DIR}/{run}/{category}");
             let manifest_file = format!("{dir}/manifest.json");
             if let Some(manifest) = out.get_if_exists(&manifest_file)? {
-                let manifest: RunManifest = serde_json::from_slice(&manifest).map_err(|e| anyhow!("{}: {e}", out.url_of(&manifest_file)))?;
+                let manifest: RunManifest =
+                    serde_json::from_slice(&manifest).map_err(|e| anyhow!("{}: {e}", out.url_of(&manifest_file)))?;
                 manifest.files.iter().cloned().for_each(&mut add);
                 manifests.push(manifest);
                 continue;
             }
             for object in out.list(&format!("{dir}/units"))? {
                 let rel = out.relative(&object.location);
-                let record: UnitRecord = serde_json::from_slice(&out.get(&rel)?).map_err(|e| anyhow!("{}: {e}", out.url_of(&rel)))?;
+                let record: UnitRecord =
+                    serde_json::from_slice(&out.get(&rel)?).map_err(|e| anyhow!("{}: {e}", out.url_of(&rel)))?;
                 record.files.into_values().for_each(&mut add);
             }
         }

@@ -8,8 +8,8 @@ use crate::artifact::{Artifact, Backbone, HeadRecord, Manifest, FORMAT_VERSION};
 use crate::clip::Clip;
 use crate::data::dataset::Dataset;
 use crate::data::folder::select_shots;
-use crate::data::shard::ImageRecord;
 use crate::data::prepare::{model_input, Compat, Role};
+use crate::data::shard::ImageRecord;
 use crate::detect::DetectConfig;
 use crate::prompt::categories::Catalog;
 use crate::prompt::learner::{PromptConfig, PromptLearner};
@@ -39,7 +39,8 @@ pub struct TrainJob {
 /// Shot images as a `[k, 3, S, S]` batch; a shot that does not decode is an error naming it.
 pub fn load_batch(records: &[ImageRecord], size: u32, compat: Compat, role: Role) -> Result<Tensor> {
     use rayon::prelude::*;
-    let inputs: Vec<Vec<f32>> = records.par_iter().map(|r| Ok(model_input(&r.image, &r.origin, size, compat, role)?)).collect::<Result<_>>()?;
+    let inputs: Vec<Vec<f32>> =
+        records.par_iter().map(|r| Ok(model_input(&r.image, &r.origin, size, compat, role)?)).collect::<Result<_>>()?;
     let flat: Vec<f32> = inputs.concat();
     Ok(Tensor::from_slice(&flat).view([records.len() as i64, 3, size as i64, size as i64]))
 }
@@ -54,23 +55,24 @@ pub fn train_category(
     overwrite: bool,
     mut on_step: impl FnMut(Head, usize, f64),
 ) -> Result<Manifest> {
-    let category = Catalog::builtin().resolve(&job.category, job.category_name.as_deref(), job.anomaly_suffixes.as_deref())?;
+    let category =
+        Catalog::builtin().resolve(&job.category, job.category_name.as_deref(), job.anomaly_suffixes.as_deref())?;
     let dataset = Dataset::open(&job.dataset)?;
     let shots = select_shots(&dataset.train_good(&job.category)?, job.k, job.seed, job.shots.as_deref())?;
     tracing::info!(category = %job.category, k = shots.len(), shots = ?shots.iter().map(|s| &s.id).collect::<Vec<_>>(), "shots chosen");
     let size = clip.visual.image_size() as u32;
     let images = load_batch(&dataset.load(&shots)?, size, Compat::Rgb, Role::Shot)?.to_device(clip.device);
-    let features = tch::no_grad(|| clip.visual.forward_vv(&images, &job.detect.taps))?.normalized().to_kind(Kind::Float);
+    let features =
+        tch::no_grad(|| clip.visual.forward_vv(&images, &job.detect.taps))?.normalized().to_kind(Kind::Float);
 
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
     for (i, tap) in features.taps.iter().enumerate() {
         tensors.push((format!("memory.bank{i}"), tap.reshape([-1, *tap.size().last().unwrap()])));
     }
     let mut records = Vec::new();
-    for (head, prompts, visual) in [
-        (Head::Image, &job.image_prompts, &features.global),
-        (Head::Pixel, &job.pixel_prompts, &features.patch_tokens),
-    ] {
+    for (head, prompts, visual) in
+        [(Head::Image, &job.image_prompts, &features.global), (Head::Pixel, &job.pixel_prompts, &features.patch_tokens)]
+    {
         tch::manual_seed(job.seed as i64);
         let mut learner = PromptLearner::new(clip, &category, prompts.clone())?;
         let report = train(clip, &mut learner, visual, &job.train, |step, loss| on_step(head, step, loss))?;

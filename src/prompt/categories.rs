@@ -75,7 +75,12 @@ impl Catalog {
 
     /// A built-in category, or a user's own one when `display_name` is given. Without a display
     /// name an unknown key is an error: a typo must not silently train with generic prompts.
-    pub fn resolve(&self, key: &str, display_name: Option<&str>, own_suffixes: Option<&[String]>) -> Result<Category, PromptError> {
+    pub fn resolve(
+        &self,
+        key: &str,
+        display_name: Option<&str>,
+        own_suffixes: Option<&[String]>,
+    ) -> Result<Category, PromptError> {
         if let Some((dataset, entry)) = self.builtin.iter().find(|(_, e)| e.key == key) {
             let mut anomaly_states = self.generic_states.clone();
             anomaly_states.extend(own_suffixes.map(<[String]>::to_vec).unwrap_or_else(|| entry.suffixes.clone()));
@@ -92,7 +97,11 @@ impl Catalog {
         let mut anomaly_states = self.generic_states.clone();
         match own_suffixes {
             Some(suffixes) => anomaly_states.extend(suffixes.iter().cloned()),
-            None => tracing::warn!(category = key, name, "no anomaly suffixes given for this category: using the 8 generic ones only"),
+            None => tracing::warn!(
+                category = key,
+                name,
+                "no anomaly suffixes given for this category: using the 8 generic ones only"
+            ),
         }
         for state in &anomaly_states {
             if state.matches("{}").count() != 1 {
@@ -111,7 +120,15 @@ mod tests {
     fn manual_prompt_counts_match_the_reference() {
         // M = 8 + per-class count (reference §4).
         let catalog = Catalog::builtin();
-        for (key, m) in [("bottle", 11), ("toothbrush", 10), ("carpet", 14), ("metal_nut", 12), ("fryum", 14), ("pcb4", 15), ("candle", 15)] {
+        for (key, m) in [
+            ("bottle", 11),
+            ("toothbrush", 10),
+            ("carpet", 14),
+            ("metal_nut", 12),
+            ("fryum", 14),
+            ("pcb4", 15),
+            ("candle", 15),
+        ] {
             assert_eq!(catalog.resolve(key, None, None).unwrap().anomaly_states.len(), m, "{key}");
         }
         assert_eq!(catalog.keys("mvtec").len(), 15);

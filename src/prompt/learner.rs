@@ -39,7 +39,14 @@ pub struct PromptConfig {
 impl PromptConfig {
     /// `train_cls.py`: N = 3, L = 4, E_N = 4, E_A = 1.
     pub fn image_level() -> Self {
-        Self { n_normal: 3, n_learnable_anomaly: 4, n_ctx: 4, n_ctx_anomaly: 1, manual_anomaly: true, learnable_anomaly: true }
+        Self {
+            n_normal: 3,
+            n_learnable_anomaly: 4,
+            n_ctx: 4,
+            n_ctx_anomaly: 1,
+            manual_anomaly: true,
+            learnable_anomaly: true,
+        }
     }
 
     /// `train_seg.py`: N = 1, otherwise as image level.
@@ -118,11 +125,16 @@ impl PromptLearner {
     /// Builds the prompts of `category` on `clip`'s text tower; context vectors are drawn from
     /// N(0, 0.02²) with tch's generator (seed it with `tch::manual_seed` for reproducibility).
     pub fn new(clip: &Clip, category: &Category, config: PromptConfig) -> Result<Self, PromptError> {
-        if config.n_normal < 1 || config.n_ctx < 1 || (config.learnable_anomaly && (config.n_learnable_anomaly < 1 || config.n_ctx_anomaly < 1)) {
+        if config.n_normal < 1
+            || config.n_ctx < 1
+            || (config.learnable_anomaly && (config.n_learnable_anomaly < 1 || config.n_ctx_anomaly < 1))
+        {
             return Err(PromptError::Config(format!("prompt sizes must be positive: {config:?}")));
         }
         if !config.manual_anomaly && !config.learnable_anomaly {
-            return Err(PromptError::Config("at least one of the manual and learnable anomaly prompt sets is needed".into()));
+            return Err(PromptError::Config(
+                "at least one of the manual and learnable anomaly prompt sets is needed".into(),
+            ));
         }
         let strings = prompt_strings(category, &config);
         let device = clip.device;
@@ -133,7 +145,9 @@ impl PromptLearner {
         let tokens_manual = tokenize(&strings.manual_anomaly, context, device);
         let check_fits = |tokens: &Tensor, used: i64, what: &str| -> Result<(), PromptError> {
             if tokens.size()[0] > 0 && i64::try_from(tokens.argmax(-1, false).min()).unwrap_or(0) <= used {
-                return Err(PromptError::Config(format!("{what} prompts are truncated: the context is longer than the text encoder")));
+                return Err(PromptError::Config(format!(
+                    "{what} prompts are truncated: the context is longer than the text encoder"
+                )));
             }
             Ok(())
         };
@@ -166,7 +180,8 @@ impl PromptLearner {
         let vs = nn::VarStore::new(device);
         let init = nn::Init::Randn { mean: 0.0, stdev: 0.02 };
         let normal_ctx = vs.root().var("normal_ctx", &[config.n_normal, config.n_ctx, width], init);
-        let anomaly_ctx = vs.root().var("anomaly_ctx", &[config.n_learnable_anomaly, config.n_ctx_anomaly, width], init);
+        let anomaly_ctx =
+            vs.root().var("anomaly_ctx", &[config.n_learnable_anomaly, config.n_ctx_anomaly, width], init);
         Ok(Self {
             config,
             strings,
@@ -185,9 +200,15 @@ impl PromptLearner {
 
     /// Replaces the context vectors (parity tests inject the reference's initial values).
     pub fn set_context(&mut self, normal_ctx: &Tensor, anomaly_ctx: &Tensor) -> Result<(), PromptError> {
-        for (what, var, value) in [("normal_ctx", &self.normal_ctx, normal_ctx), ("anomaly_ctx", &self.anomaly_ctx, anomaly_ctx)] {
+        for (what, var, value) in
+            [("normal_ctx", &self.normal_ctx, normal_ctx), ("anomaly_ctx", &self.anomaly_ctx, anomaly_ctx)]
+        {
             if var.size() != value.size() {
-                return Err(PromptError::Config(format!("{what} has shape {:?}, expected {:?}", value.size(), var.size())));
+                return Err(PromptError::Config(format!(
+                    "{what} has shape {:?}, expected {:?}",
+                    value.size(),
+                    var.size()
+                )));
             }
         }
         tch::no_grad(|| {
@@ -203,11 +224,16 @@ impl PromptLearner {
         let device = self.normal_ctx.device();
         let rows = |count: i64| Tensor::arange(count, (Kind::Int64, device));
         let sos = |count: i64| self.sos.expand([count, -1, -1], false);
-        let normal = Tensor::cat(&[sos(n), self.normal_ctx.shallow_clone(), self.normal_suffix.expand([n, -1, -1], false)], 1);
+        let normal =
+            Tensor::cat(&[sos(n), self.normal_ctx.shallow_clone(), self.normal_suffix.expand([n, -1, -1], false)], 1);
 
         let m = self.tokens_manual.size()[0];
         let manual = Tensor::cat(
-            &[sos(m), self.normal_ctx.index_select(0, &rows(m).remainder(n)), self.manual_suffixes.index_select(0, &rows(m).floor_divide_scalar(n))],
+            &[
+                sos(m),
+                self.normal_ctx.index_select(0, &rows(m).remainder(n)),
+                self.manual_suffixes.index_select(0, &rows(m).floor_divide_scalar(n)),
+            ],
             1,
         );
         let l = self.tokens_learnable.size()[0];
@@ -249,7 +275,11 @@ impl PromptFeatures {
         let features = clip.text.encode_text_embeddings(&embeddings, &tokens)?.to_kind(Kind::Float);
         let parts = features.split_with_sizes(sizes, 0);
         let mut parts = parts.into_iter();
-        Ok(Self { normal: parts.next().unwrap(), manual_anomaly: parts.next().unwrap(), learnable_anomaly: parts.next().unwrap() })
+        Ok(Self {
+            normal: parts.next().unwrap(),
+            manual_anomaly: parts.next().unwrap(),
+            learnable_anomaly: parts.next().unwrap(),
+        })
     }
 
     /// All anomaly features, MAP then LAP: `Fa` of reference §5.

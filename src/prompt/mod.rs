@@ -12,7 +12,9 @@ use crate::clip::ClipError;
 pub enum PromptError {
     #[error("unknown category {key:?}; built-in categories are: {known}. For a category of your own pass its display name with --category-name (and optionally --anomaly-suffixes)")]
     UnknownCategory { key: String, known: String },
-    #[error("anomaly state {state:?} must contain exactly one {{}} where the object name goes, e.g. \"{{}} with scratch\"")]
+    #[error(
+        "anomaly state {state:?} must contain exactly one {{}} where the object name goes, e.g. \"{{}} with scratch\""
+    )]
     BadState { state: String },
     #[error("prompt configuration: {0}")]
     Config(String),

@@ -40,7 +40,16 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self { steps: 100, lr: 0.002, lr_min: 1e-5, momentum: 0.9, weight_decay: 5e-4, lambda_align: 0.001, eam_margin: 0.0, eam: true }
+        Self {
+            steps: 100,
+            lr: 0.002,
+            lr_min: 1e-5,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            lambda_align: 0.001,
+            eam_margin: 0.0,
+            eam: true,
+        }
     }
 }
 
@@ -62,7 +71,12 @@ pub struct Losses {
 
 /// The losses of the current prompts on fixed, L2-normalised visual features: `[B, E]` for the
 /// image head, `[B, P, E]` for the pixel head.
-pub fn losses(clip: &Clip, learner: &PromptLearner, features: &Tensor, config: &TrainConfig) -> Result<Losses, PromptError> {
+pub fn losses(
+    clip: &Clip,
+    learner: &PromptLearner,
+    features: &Tensor,
+    config: &TrainConfig,
+) -> Result<Losses, PromptError> {
     let text = PromptFeatures::encode(clip, learner)?;
     let anomaly = text.anomaly();
     let (wn, wa) = prototypes(&text.normal, &anomaly);
@@ -97,7 +111,8 @@ pub struct Trainer {
 impl Trainer {
     pub fn new(learner: &PromptLearner, config: &TrainConfig) -> Result<Self, PromptError> {
         let sgd = tch::nn::Sgd { momentum: config.momentum, dampening: 0.0, wd: config.weight_decay, nesterov: false };
-        let optimizer = sgd.build(&learner.vs, config.lr).map_err(|e| PromptError::Config(format!("optimizer: {e}")))?;
+        let optimizer =
+            sgd.build(&learner.vs, config.lr).map_err(|e| PromptError::Config(format!("optimizer: {e}")))?;
         Ok(Self { optimizer, config: config.clone(), step: 0 })
     }
 
@@ -151,6 +166,8 @@ mod tests {
         let c = TrainConfig::default();
         assert_eq!(c.lr_at(0), 0.002);
         assert!((c.lr_at(50) - (1e-5 + (0.002 - 1e-5) / 2.0)).abs() < 1e-15);
-        assert!((c.lr_at(99) - (1e-5 + (0.002 - 1e-5) * (1.0 + (std::f64::consts::PI * 0.99).cos()) / 2.0)).abs() < 1e-15);
+        assert!(
+            (c.lr_at(99) - (1e-5 + (0.002 - 1e-5) * (1.0 + (std::f64::consts::PI * 0.99).cos()) / 2.0)).abs() < 1e-15
+        );
     }
 }

@@ -31,7 +31,12 @@ pub struct AtomicParquetWriter {
 
 impl AtomicParquetWriter {
     pub fn create(location: &Location, rel: &str, schema: SchemaRef) -> Result<Self> {
-        Self::with_properties(location, rel, schema, WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build())
+        Self::with_properties(
+            location,
+            rel,
+            schema,
+            WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build(),
+        )
     }
 
     pub fn with_properties(location: &Location, rel: &str, schema: SchemaRef, props: WriterProperties) -> Result<Self> {
@@ -61,7 +66,11 @@ impl AtomicParquetWriter {
 pub fn staging_file() -> Result<tempfile::NamedTempFile> {
     let dir = std::env::var_os("PROMPTAD_STAGING_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the staging folder {}", dir.display()))?;
-    tempfile::Builder::new().prefix(".promptad-").suffix(".parquet").tempfile_in(&dir).with_context(|| format!("cannot create a staging file in {}", dir.display()))
+    tempfile::Builder::new()
+        .prefix(".promptad-")
+        .suffix(".parquet")
+        .tempfile_in(&dir)
+        .with_context(|| format!("cannot create a staging file in {}", dir.display()))
 }
 
 /// One scored image.
@@ -134,7 +143,11 @@ pub fn maps_schema(size: i32) -> SchemaRef {
         Field::new("run", DataType::Utf8, false),
         Field::new("image_id", DataType::Utf8, false),
         Field::new("category", DataType::Utf8, false),
-        Field::new("anomaly_map", DataType::FixedSizeList(Arc::new(Field::new("item", DataType::UInt16, false)), size * size), false),
+        Field::new(
+            "anomaly_map",
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::UInt16, false)), size * size),
+            false,
+        ),
     ]))
 }
 
@@ -157,7 +170,12 @@ impl RowKeys<'_> {
 
 pub fn maps_batch(size: i32, keys: &RowKeys, maps: &[Vec<u16>]) -> Result<RecordBatch> {
     let values = UInt16Array::from_iter_values(maps.iter().flatten().copied());
-    let list = FixedSizeListArray::try_new(Arc::new(Field::new("item", DataType::UInt16, false)), size * size, Arc::new(values), None)?;
+    let list = FixedSizeListArray::try_new(
+        Arc::new(Field::new("item", DataType::UInt16, false)),
+        size * size,
+        Arc::new(values),
+        None,
+    )?;
     let mut columns = keys.columns().to_vec();
     columns.push(Arc::new(list));
     Ok(RecordBatch::try_new(maps_schema(size), columns)?)

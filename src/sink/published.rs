@@ -39,26 +39,39 @@ impl PublishedTable {
 
     pub fn parse(name: &str, text: &str) -> Result<Self> {
         let document: Value = serde_json::from_str(text).with_context(|| format!("schemas/{name}.json is not JSON"))?;
-        let string = |key: &str| document[key].as_str().map(str::to_string).ok_or_else(|| anyhow!("schemas/{name}.json: no string `{key}`"));
+        let string = |key: &str| {
+            document[key].as_str().map(str::to_string).ok_or_else(|| anyhow!("schemas/{name}.json: no string `{key}`"))
+        };
         Ok(Self {
             name: name.into(),
             table: string("table")?,
-            schema_version: document["schema_version"].as_u64().ok_or_else(|| anyhow!("schemas/{name}.json: no `schema_version`"))?,
+            schema_version: document["schema_version"]
+                .as_u64()
+                .ok_or_else(|| anyhow!("schemas/{name}.json: no `schema_version`"))?,
             format: string("format")?,
-            partitioning: document["partitioning"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default(),
+            partitioning: document["partitioning"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
             document,
         })
     }
 
     /// The Arrow schema; `parameters` give the values of size expressions (`map_size`).
     pub fn arrow_schema(&self, parameters: &HashMap<&str, i64>) -> Result<Schema> {
-        let fields = columns(&self.document["columns"], parameters).with_context(|| format!("schemas/{}.json", self.name))?;
+        let fields =
+            columns(&self.document["columns"], parameters).with_context(|| format!("schemas/{}.json", self.name))?;
         Ok(Schema::new(fields))
     }
 
     /// Column names, in order, with their descriptions' `unit` (if any).
     pub fn column_names(&self) -> Vec<String> {
-        self.document["columns"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(str::to_string)).collect()
+        self.document["columns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(str::to_string))
+            .collect()
     }
 }
 
@@ -84,8 +97,12 @@ fn data_type(value: &Value, parameters: &HashMap<&str, i64>) -> Result<DataType>
         return Ok(DataType::List(Arc::new(Field::new_list_field(data_type(item, parameters)?, item_nullable))));
     }
     if let Some(item) = value.get("fixed_size_list") {
-        let size = size(value["size"].as_str().ok_or_else(|| anyhow!("fixed_size_list without a `size`"))?, parameters)?;
-        return Ok(DataType::FixedSizeList(Arc::new(Field::new("item", data_type(item, parameters)?, item_nullable)), size as i32));
+        let size =
+            size(value["size"].as_str().ok_or_else(|| anyhow!("fixed_size_list without a `size`"))?, parameters)?;
+        return Ok(DataType::FixedSizeList(
+            Arc::new(Field::new("item", data_type(item, parameters)?, item_nullable)),
+            size as i32,
+        ));
     }
     if let Some(fields) = value.get("struct") {
         return Ok(DataType::Struct(columns(fields, parameters)?));
@@ -104,7 +121,9 @@ fn primitive(name: &str) -> Result<DataType> {
         "float32" => DataType::Float32,
         "float64" => DataType::Float64,
         other => {
-            let Some(args) = other.strip_prefix("decimal128(").and_then(|r| r.strip_suffix(')')) else { bail!("unknown type `{other}`") };
+            let Some(args) = other.strip_prefix("decimal128(").and_then(|r| r.strip_suffix(')')) else {
+                bail!("unknown type `{other}`")
+            };
             let (p, s) = args.split_once(',').ok_or_else(|| anyhow!("`{other}`: expected decimal128(p,s)"))?;
             DataType::Decimal128(p.trim().parse()?, s.trim().parse()?)
         }
@@ -117,7 +136,9 @@ fn size(expression: &str, parameters: &HashMap<&str, i64>) -> Result<i64> {
         .split('*')
         .map(|factor| {
             let factor = factor.trim();
-            factor.parse::<i64>().or_else(|_| parameters.get(factor).copied().ok_or_else(|| anyhow!("size `{expression}`: no value for `{factor}`")))
+            factor.parse::<i64>().or_else(|_| {
+                parameters.get(factor).copied().ok_or_else(|| anyhow!("size `{expression}`: no value for `{factor}`"))
+            })
         })
         .product()
 }
@@ -127,10 +148,28 @@ fn size(expression: &str, parameters: &HashMap<&str, i64>) -> Result<i64> {
 pub fn shape(schema: &Schema) -> Vec<(String, String, bool)> {
     fn describe(data_type: &DataType) -> String {
         match data_type {
-            DataType::List(item) => format!("List<{}{}>", describe(item.data_type()), if item.is_nullable() { "?" } else { "" }),
-            DataType::FixedSizeList(item, n) => format!("FixedSizeList<{}{}; {n}>", describe(item.data_type()), if item.is_nullable() { "?" } else { "" }),
+            DataType::List(item) => {
+                format!("List<{}{}>", describe(item.data_type()), if item.is_nullable() { "?" } else { "" })
+            }
+            DataType::FixedSizeList(item, n) => format!(
+                "FixedSizeList<{}{}; {n}>",
+                describe(item.data_type()),
+                if item.is_nullable() { "?" } else { "" }
+            ),
             DataType::Struct(fields) => {
-                format!("Struct<{}>", fields.iter().map(|f| format!("{}: {}{}", f.name(), describe(f.data_type()), if f.is_nullable() { "?" } else { "" })).collect::<Vec<_>>().join(", "))
+                format!(
+                    "Struct<{}>",
+                    fields
+                        .iter()
+                        .map(|f| format!(
+                            "{}: {}{}",
+                            f.name(),
+                            describe(f.data_type()),
+                            if f.is_nullable() { "?" } else { "" }
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             }
             other => other.to_string(),
         }
@@ -153,6 +192,9 @@ mod tests {
         }
         let maps = PublishedTable::get("pixel_maps").unwrap().arrow_schema(&parameters).unwrap();
         assert!(matches!(maps.field_with_name("anomaly_map").unwrap().data_type(), DataType::FixedSizeList(_, 16)));
-        assert!(PublishedTable::get("pixel_maps").unwrap().arrow_schema(&HashMap::new()).is_err(), "a size needs its parameter");
+        assert!(
+            PublishedTable::get("pixel_maps").unwrap().arrow_schema(&HashMap::new()).is_err(),
+            "a size needs its parameter"
+        );
     }
 }

@@ -262,13 +262,15 @@ pub struct Spec {
 impl Spec {
     /// Reads, parses and validates the spec at `path`.
     pub fn load(path: &Path) -> Result<Self, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
         Self::parse(&text, path)
     }
 
     /// Parses and validates `text`, read from `path` (which anchors relative paths).
     pub fn parse(text: &str, path: &Path) -> Result<Self, SpecError> {
-        let mut run: RunSpec = toml::from_str(text).map_err(|e| SpecError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let mut run: RunSpec =
+            toml::from_str(text).map_err(|e| SpecError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         let base = std::path::absolute(path).ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
         anchor_paths(&mut run, &base);
         let (categories, problems) = validate(&run);
@@ -285,12 +287,21 @@ impl Spec {
 
     /// Where the model of (category, k, seed) lives: `<train.artifacts>/<dataset>/<category>/k<k>/seed<seed>`.
     pub fn artifact_url(&self, category: &str, k: usize, seed: u64) -> String {
-        format!("{}/{}", self.run.train.artifacts.trim_end_matches('/'), crate::artifact::default_rel(&self.dataset_name(), category, k, seed))
+        format!(
+            "{}/{}",
+            self.run.train.artifacts.trim_end_matches('/'),
+            crate::artifact::default_rel(&self.dataset_name(), category, k, seed)
+        )
     }
 
     /// Every trained (k, seed), in plan order.
     pub fn trained_models(&self) -> Vec<ModelRef> {
-        self.run.train.shots.iter().flat_map(|&k| self.run.train.seeds.iter().map(move |&seed| ModelRef { k, seed })).collect()
+        self.run
+            .train
+            .shots
+            .iter()
+            .flat_map(|&k| self.run.train.seeds.iter().map(move |&seed| ModelRef { k, seed }))
+            .collect()
     }
 
     /// The models that score.
@@ -342,7 +353,12 @@ impl Spec {
 
 /// The last non-empty path segment of a URL (`s3://b/data/mvtec/` → `mvtec`).
 fn last_segment(url: &str) -> String {
-    url.trim_end_matches('/').rsplit('/').next().filter(|n| !n.is_empty() && !n.ends_with(':')).unwrap_or("data").to_string()
+    url.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty() && !n.ends_with(':'))
+        .unwrap_or("data")
+        .to_string()
 }
 
 /// Makes relative plain paths absolute against `base` (URLs and absolute paths are left alone).
@@ -365,7 +381,10 @@ fn anchor_paths(run: &mut RunSpec, base: &Path) {
 
 /// A name usable as one path segment and in Kubernetes-friendly ids.
 fn is_segment(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// The known category keys of a catalog.
@@ -423,14 +442,25 @@ fn validate(run: &RunSpec) -> (Vec<String>, Vec<Problem>) {
     }
     for (key, custom) in &dataset.custom {
         if !is_segment(key) {
-            problem(&format!("dataset.custom.{key}"), "a category key must be one path segment: letters, digits, '-', '_' and '.'".into());
+            problem(
+                &format!("dataset.custom.{key}"),
+                "a category key must be one path segment: letters, digits, '-', '_' and '.'".into(),
+            );
         }
         if custom.name.trim().is_empty() {
-            problem(&format!("dataset.custom.{key}.name"), "must not be empty: it is the object name in the prompts".into());
+            problem(
+                &format!("dataset.custom.{key}.name"),
+                "must not be empty: it is the object name in the prompts".into(),
+            );
         }
         for (i, state) in custom.anomaly_states.iter().flatten().enumerate() {
             if state.matches("{}").count() != 1 {
-                problem(&format!("dataset.custom.{key}.anomaly_states[{i}]"), format!("{state:?} must contain exactly one {{}} where the object name goes, e.g. \"{{}} with tear\""));
+                problem(
+                    &format!("dataset.custom.{key}.anomaly_states[{i}]"),
+                    format!(
+                        "{state:?} must contain exactly one {{}} where the object name goes, e.g. \"{{}} with tear\""
+                    ),
+                );
             }
         }
     }
@@ -444,7 +474,10 @@ fn validate(run: &RunSpec) -> (Vec<String>, Vec<Problem>) {
                 problem("dataset.categories", "\"all\" of the custom catalog is nothing: add [dataset.custom.<key>] tables or list the categories".into());
             }
         }
-        CategorySelection::Keyword(word) => problem("dataset.categories", format!("{word:?}: write \"all\" or a list of category keys, e.g. [\"bottle\", \"cable\"]")),
+        CategorySelection::Keyword(word) => problem(
+            "dataset.categories",
+            format!("{word:?}: write \"all\" or a list of category keys, e.g. [\"bottle\", \"cable\"]"),
+        ),
         CategorySelection::List(list) => {
             if list.is_empty() {
                 problem("dataset.categories", "the list is empty: name at least one category, or write \"all\"".into());
@@ -459,7 +492,11 @@ fn validate(run: &RunSpec) -> (Vec<String>, Vec<Problem>) {
                         Some(near) => format!(" (did you mean {near:?}?)"),
                         None => String::new(),
                     };
-                    let listing = if known.is_empty() { "the custom catalog has only the [dataset.custom] categories".to_string() } else { format!("known: {}", known.join(", ")) };
+                    let listing = if known.is_empty() {
+                        "the custom catalog has only the [dataset.custom] categories".to_string()
+                    } else {
+                        format!("known: {}", known.join(", "))
+                    };
                     problem(
                         &key,
                         format!(
@@ -477,7 +514,10 @@ fn validate(run: &RunSpec) -> (Vec<String>, Vec<Problem>) {
     if dataset.name.is_none() && !is_segment(&last_segment(&dataset.url)) {
         problems.push(Problem {
             key: "dataset.name".into(),
-            message: format!("the last segment of dataset.url ({:?}) cannot name the artifact folder; set dataset.name", last_segment(&dataset.url)),
+            message: format!(
+                "the last segment of dataset.url ({:?}) cannot name the artifact folder; set dataset.name",
+                last_segment(&dataset.url)
+            ),
         });
     }
 
@@ -514,7 +554,10 @@ fn validate(run: &RunSpec) -> (Vec<String>, Vec<Problem>) {
     // train
     let train = &run.train;
     if train.shots.is_empty() {
-        problems.push(Problem { key: "train.shots".into(), message: "empty: list the k values to train, e.g. [1, 2, 4]".into() });
+        problems.push(Problem {
+            key: "train.shots".into(),
+            message: "empty: list the k values to train, e.g. [1, 2, 4]".into(),
+        });
     }
     for (i, &k) in train.shots.iter().enumerate() {
         if k == 0 {
@@ -525,11 +568,15 @@ fn validate(run: &RunSpec) -> (Vec<String>, Vec<Problem>) {
         }
     }
     if train.seeds.is_empty() {
-        problems.push(Problem { key: "train.seeds".into(), message: "empty: list at least one seed (official: 111)".into() });
+        problems.push(Problem {
+            key: "train.seeds".into(),
+            message: "empty: list at least one seed (official: 111)".into(),
+        });
     }
     for (i, seed) in train.seeds.iter().enumerate() {
         if train.seeds[..i].contains(seed) {
-            problems.push(Problem { key: format!("train.seeds[{i}]"), message: format!("seed {seed} is listed twice") });
+            problems
+                .push(Problem { key: format!("train.seeds[{i}]"), message: format!("seed {seed} is listed twice") });
         }
     }
     if train.steps == 0 {
@@ -543,23 +590,34 @@ fn validate(run: &RunSpec) -> (Vec<String>, Vec<Problem>) {
     if let Err(e) = plan::check_run_id_template(&score.run_id) {
         problems.push(Problem { key: "score.run_id".into(), message: e.to_string() });
     }
-    let trained: Vec<ModelRef> = train.shots.iter().flat_map(|&k| train.seeds.iter().map(move |&seed| ModelRef { k, seed })).collect();
+    let trained: Vec<ModelRef> =
+        train.shots.iter().flat_map(|&k| train.seeds.iter().map(move |&seed| ModelRef { k, seed })).collect();
     if let Some(models) = &score.models {
         if models.is_empty() {
-            problems.push(Problem { key: "score.models".into(), message: "empty: leave it out to score with every trained model".into() });
+            problems.push(Problem {
+                key: "score.models".into(),
+                message: "empty: leave it out to score with every trained model".into(),
+            });
         }
         for (i, model) in models.iter().enumerate() {
             if !trained.contains(model) {
                 problems.push(Problem {
                     key: format!("score.models[{i}]"),
-                    message: format!("k = {} seed = {} is not trained by this spec (train.shots {:?}, train.seeds {:?})", model.k, model.seed, train.shots, train.seeds),
+                    message: format!(
+                        "k = {} seed = {} is not trained by this spec (train.shots {:?}, train.seeds {:?})",
+                        model.k, model.seed, train.shots, train.seeds
+                    ),
                 });
             } else if models[..i].contains(model) {
                 problems.push(Problem { key: format!("score.models[{i}]"), message: "listed twice".into() });
             }
         }
     }
-    for (key, value) in [("score.workers_per_category", score.workers_per_category), ("score.rows_per_unit", score.rows_per_unit), ("score.batch_size", score.batch_size)] {
+    for (key, value) in [
+        ("score.workers_per_category", score.workers_per_category),
+        ("score.rows_per_unit", score.rows_per_unit),
+        ("score.batch_size", score.batch_size),
+    ] {
         if value == 0 {
             problems.push(Problem { key: key.into(), message: "must be at least 1".into() });
         }
@@ -568,29 +626,48 @@ fn validate(run: &RunSpec) -> (Vec<String>, Vec<Problem>) {
     for (i, archive) in score.archives.iter().enumerate() {
         let key = format!("score.archives[{i}]");
         if !is_segment(&archive.name) {
-            problems.push(Problem { key: format!("{key}.name"), message: format!("{:?} must be one path segment: letters, digits, '-', '_' and '.'", archive.name) });
+            problems.push(Problem {
+                key: format!("{key}.name"),
+                message: format!("{:?} must be one path segment: letters, digits, '-', '_' and '.'", archive.name),
+            });
         } else if !names.insert(archive.name.clone()) {
-            problems.push(Problem { key: format!("{key}.name"), message: format!("{:?} is used by another archive; names must differ (each names an output folder)", archive.name) });
+            problems.push(Problem {
+                key: format!("{key}.name"),
+                message: format!(
+                    "{:?} is used by another archive; names must differ (each names an output folder)",
+                    archive.name
+                ),
+            });
         }
         check_url(&mut problems, &format!("{key}.url"), &archive.url);
         for (j, category) in archive.categories.iter().flatten().enumerate() {
             if !categories.contains(category) {
                 problems.push(Problem {
                     key: format!("{key}.categories[{j}]"),
-                    message: format!("{category:?} is not one of the spec's categories ({}): there is no model to score it with", categories.join(", ")),
+                    message: format!(
+                        "{category:?} is not one of the spec's categories ({}): there is no model to score it with",
+                        categories.join(", ")
+                    ),
                 });
             }
         }
         if archive.categories.as_ref().is_some_and(Vec::is_empty) {
-            problems.push(Problem { key: format!("{key}.categories"), message: "empty: leave it out to score every category".into() });
+            problems.push(Problem {
+                key: format!("{key}.categories"),
+                message: "empty: leave it out to score every category".into(),
+            });
         }
     }
 
     // runtime
     let device = run.runtime.device.as_str();
-    let valid_device = matches!(device, "cpu" | "cuda" | "auto") || device.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
+    let valid_device = matches!(device, "cpu" | "cuda" | "auto")
+        || device.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
     if !valid_device {
-        problems.push(Problem { key: "runtime.device".into(), message: format!("{device:?}: use cpu, cuda, cuda:N or auto") });
+        problems.push(Problem {
+            key: "runtime.device".into(),
+            message: format!("{device:?}: use cpu, cuda, cuda:N or auto"),
+        });
     }
     (categories, problems)
 }
@@ -645,7 +722,12 @@ run_id = "eval"
         let spec = parse(&MINIMAL.replace(r#"["bottle", "metal_nut"]"#, r#""all""#)).unwrap();
         assert_eq!(spec.categories.len(), 15);
         assert_eq!(spec.categories[0], "carpet");
-        let visa = parse(&MINIMAL.replace(r#"["bottle", "metal_nut"]"#, r#""all""#).replace(r#"catalog = "mvtec""#, r#"catalog = "visa""#)).unwrap();
+        let visa = parse(
+            &MINIMAL
+                .replace(r#"["bottle", "metal_nut"]"#, r#""all""#)
+                .replace(r#"catalog = "mvtec""#, r#"catalog = "visa""#),
+        )
+        .unwrap();
         assert_eq!(visa.categories.len(), 12);
     }
 
@@ -654,7 +736,11 @@ run_id = "eval"
         let found = problems(&MINIMAL.replace("metal_nut", "metal_nutt"));
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].key, "dataset.categories[1]");
-        assert!(found[0].message.contains("did you mean \"metal_nut\"") && found[0].message.contains("MVTec AD"), "{}", found[0].message);
+        assert!(
+            found[0].message.contains("did you mean \"metal_nut\"") && found[0].message.contains("MVTec AD"),
+            "{}",
+            found[0].message
+        );
         // a VisA category in an MVTec spec
         let found = problems(&MINIMAL.replace("metal_nut", "pcb1"));
         assert!(found[0].message.contains("unknown MVTec AD category \"pcb1\""), "{}", found[0].message);
@@ -671,8 +757,11 @@ run_id = "eval"
         let text = MINIMAL
             .replace("s3://bucket/results", "gs://bucket/results")
             .replace("shots = [1, 2]", "shots = [1, 0, 1]")
-            .replace(r#"run_id = "eval""#, r#"run_id = "eval/{oops}"
-models = [{ k = 8, seed = 111 }]"#);
+            .replace(
+                r#"run_id = "eval""#,
+                r#"run_id = "eval/{oops}"
+models = [{ k = 8, seed = 111 }]"#,
+            );
         let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["train.shots[1]", "train.shots[2]", "score.out", "score.run_id", "score.models[0]"]);
     }
@@ -683,13 +772,17 @@ models = [{ k = 8, seed = 111 }]"#);
         assert_eq!(problems(&both)[0].key, "backbone");
         let bin = MINIMAL.replace("vit.safetensors", "vit.bin");
         assert!(problems(&bin)[0].message.contains("convert_checkpoint.py"));
-        let random = MINIMAL.replace(r#"weights = "s3://bucket/weights/vit.safetensors""#, "random_init = 3\nconfig = \"ViT-B-16\"");
+        let random = MINIMAL
+            .replace(r#"weights = "s3://bucket/weights/vit.safetensors""#, "random_init = 3\nconfig = \"ViT-B-16\"");
         assert_eq!(problems(&random)[0].key, "backbone.config");
     }
 
     #[test]
     fn relative_paths_are_relative_to_the_spec() {
-        let spec = parse(&MINIMAL.replace("s3://bucket/mvtec", "data/mvtec").replace("s3://bucket/models", "file:///abs/models")).unwrap();
+        let spec = parse(
+            &MINIMAL.replace("s3://bucket/mvtec", "data/mvtec").replace("s3://bucket/models", "file:///abs/models"),
+        )
+        .unwrap();
         assert_eq!(spec.run.dataset.url, "/specs/data/mvtec");
         assert_eq!(spec.run.train.artifacts, "file:///abs/models");
     }

@@ -102,7 +102,13 @@ impl Spec {
         for category in &self.categories {
             for &k in &self.run.train.shots {
                 for &seed in &self.run.train.seeds {
-                    train.push(TrainItem { index: train.len(), category: category.clone(), k, seed, artifact: self.artifact_url(category, k, seed) });
+                    train.push(TrainItem {
+                        index: train.len(),
+                        category: category.clone(),
+                        k,
+                        seed,
+                        artifact: self.artifact_url(category, k, seed),
+                    });
                 }
             }
         }
@@ -149,13 +155,23 @@ impl Spec {
     /// The training work item `index`, or an error naming the number of items.
     pub fn train_item(&self, index: usize) -> Result<TrainItem, SpecError> {
         let plan = self.plan();
-        plan.train.items.get(index).cloned().ok_or(SpecError::IndexOutOfRange { path: self.file.clone(), job: "training", index, completions: plan.train.completions })
+        plan.train.items.get(index).cloned().ok_or(SpecError::IndexOutOfRange {
+            path: self.file.clone(),
+            job: "training",
+            index,
+            completions: plan.train.completions,
+        })
     }
 
     /// The scoring work item `index`, or an error naming the number of items.
     pub fn score_item(&self, index: usize) -> Result<ScoreItem, SpecError> {
         let plan = self.plan();
-        plan.score.items.get(index).cloned().ok_or(SpecError::IndexOutOfRange { path: self.file.clone(), job: "scoring", index, completions: plan.score.completions })
+        plan.score.items.get(index).cloned().ok_or(SpecError::IndexOutOfRange {
+            path: self.file.clone(),
+            job: "scoring",
+            index,
+            completions: plan.score.completions,
+        })
     }
 }
 
@@ -168,7 +184,10 @@ pub fn check_run_id_template(template: &str) -> Result<(), SpecError> {
     if bare.is_empty() || !bare.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
         return Err(SpecError::RunId {
             template: template.into(),
-            reason: format!("use letters, digits, '-', '_' and '.', and the placeholders {}", RUN_ID_PLACEHOLDERS.join(" and ")),
+            reason: format!(
+                "use letters, digits, '-', '_' and '.', and the placeholders {}",
+                RUN_ID_PLACEHOLDERS.join(" and ")
+            ),
         });
     }
     Ok(())
@@ -188,9 +207,11 @@ pub fn check_run_id_template(template: &str) -> Result<(), SpecError> {
 pub fn resolve_run_id(template: &str, job_name: Option<&str>) -> Result<String, SpecError> {
     check_run_id_template(template)?;
     let mut id = template.to_string();
-    let need_job = |what: &str| SpecError::RunId {
+    let need_job = |what: &str| {
+        SpecError::RunId {
         template: template.into(),
         reason: format!("{what} needs the Job's name in {JOB_NAME_ENV} (the manifests set it from the pod label batch.kubernetes.io/job-name); outside a Job pass --run-id"),
+    }
     };
     if id.contains("{job_name}") {
         let job = job_name.ok_or_else(|| need_job("{job_name}"))?;
@@ -238,7 +259,10 @@ impl Plan {
             "\nscoring Job and nightly CronJob: completions {} (one (archive, category, model, worker) per index)\n",
             self.score.completions
         ));
-        out.push_str(&format!("  {:>5}  {:<10} {:<16} {:<12} {:>7}  {:<44} {}\n", "index", "archive", "category", "model", "worker", "units", "run id"));
+        out.push_str(&format!(
+            "  {:>5}  {:<10} {:<16} {:<12} {:>7}  {:<44} {}\n",
+            "index", "archive", "category", "model", "worker", "units", "run id"
+        ));
         for s in &self.score.items {
             let units = match &s.units {
                 None => format!("part {} of {} of the units", s.worker + 1, s.workers),

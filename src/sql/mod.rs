@@ -31,8 +31,8 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, Schema};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use output::{write_batches, Format};
@@ -120,8 +120,13 @@ pub async fn session_with_config(out: &Location, runs: RunSelection, config: Ses
     let store_url = ObjectStoreUrl::parse(out.store_url())?;
     ctx.runtime_env().register_object_store(store_url.as_ref(), out.store());
     for table in TABLES {
-        let urls = files[table].iter().map(|f| ListingTableUrl::parse(out.url_of(f))).collect::<datafusion::error::Result<Vec<_>>>()?;
-        register_table(&ctx, urls, table).await.with_context(|| format!("cannot register the `{table}` table of {out}"))?;
+        let urls = files[table]
+            .iter()
+            .map(|f| ListingTableUrl::parse(out.url_of(f)))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        register_table(&ctx, urls, table)
+            .await
+            .with_context(|| format!("cannot register the `{table}` table of {out}"))?;
     }
     if let Some(run) = run {
         tracing::debug!(run = %run, "session over one run");
@@ -130,7 +135,10 @@ pub async fn session_with_config(out: &Location, runs: RunSelection, config: Ses
 }
 
 /// The committed files of the selected runs, per table, and the run chosen (if one).
-fn select_files(out: &Location, runs: &RunSelection) -> Result<(std::collections::BTreeMap<String, Vec<String>>, Option<String>)> {
+fn select_files(
+    out: &Location,
+    runs: &RunSelection,
+) -> Result<(std::collections::BTreeMap<String, Vec<String>>, Option<String>)> {
     if let Some(path) = out.local_path().filter(|p| !p.exists()) {
         bail!("{} does not exist (expected the --out of `promptad score`)", path.display());
     }
@@ -152,7 +160,10 @@ fn select_files(out: &Location, runs: &RunSelection) -> Result<(std::collections
             Some(id.clone())
         }
         RunSelection::Latest => Some(latest_run(&manifests, &all_runs).ok_or_else(|| {
-            anyhow!("{out} holds several runs and none is complete; choose one with --run (runs: [{}])", all_runs.join(", "))
+            anyhow!(
+                "{out} holds several runs and none is complete; choose one with --run (runs: [{}])",
+                all_runs.join(", ")
+            )
         })?),
     };
     if let Some(run) = &chosen {
@@ -164,7 +175,11 @@ fn select_files(out: &Location, runs: &RunSelection) -> Result<(std::collections
 }
 
 fn latest_run(manifests: &[RunManifest], all_runs: &[String]) -> Option<String> {
-    manifests.iter().max_by_key(|m| (m.completed_unix, m.plan.run_id.clone())).map(|m| m.plan.run_id.clone()).or_else(|| (all_runs.len() == 1).then(|| all_runs[0].clone()))
+    manifests
+        .iter()
+        .max_by_key(|m| (m.completed_unix, m.plan.run_id.clone()))
+        .map(|m| m.plan.run_id.clone())
+        .or_else(|| (all_runs.len() == 1).then(|| all_runs[0].clone()))
 }
 
 /// Runs one read-only SQL statement and collects its result.
@@ -172,7 +187,11 @@ pub async fn query(ctx: &SessionContext, sql: &str) -> Result<(Arc<Schema>, Vec<
     let frame = ctx.sql_with_options(sql, read_only()).await.map_err(|e| anyhow!("{e}")).with_context(|| {
         let config = ctx.copied_config();
         let names = &config.options().catalog;
-        let mut tables = ctx.catalog(&names.default_catalog).and_then(|c| c.schema(&names.default_schema)).map(|s| s.table_names()).unwrap_or_default();
+        let mut tables = ctx
+            .catalog(&names.default_catalog)
+            .and_then(|c| c.schema(&names.default_schema))
+            .map(|s| s.table_names())
+            .unwrap_or_default();
         tables.sort();
         format!("the query cannot be planned (tables: {})", tables.join(", "))
     })?;
@@ -195,8 +214,14 @@ pub async fn eval(ctx: &SessionContext) -> Result<RecordBatch> {
     let mean = concat_batches(&mean.first().map(|b| b.schema()).unwrap_or_else(|| schema.clone()), &mean)?;
     // The literal 'mean' is Utf8 while a category read from Parquet may be Utf8View: the mean
     // row takes the per-category row's types (and nullability).
-    let columns = mean.columns().iter().zip(schema.fields()).map(|(c, f)| arrow::compute::cast(c, f.data_type())).collect::<Result<Vec<_>, _>>()?;
-    let mean = RecordBatch::try_new(schema.clone(), columns).context("the mean row does not match the per-category rows")?;
+    let columns = mean
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mean =
+        RecordBatch::try_new(schema.clone(), columns).context("the mean row does not match the per-category rows")?;
     Ok(concat_batches(&schema, [&per_category, &mean])?)
 }
 
@@ -216,20 +241,26 @@ pub struct EvalRow {
 impl EvalRow {
     /// Reads the rows of [`eval`]'s table.
     pub fn from_batch(batch: &RecordBatch) -> Result<Vec<EvalRow>> {
-        let column = |name: &str| batch.column_by_name(name).ok_or_else(|| anyhow!("the evaluation table has no column `{name}`"));
+        let column = |name: &str| {
+            batch.column_by_name(name).ok_or_else(|| anyhow!("the evaluation table has no column `{name}`"))
+        };
         let float = |name: &str| -> Result<Vec<Option<f64>>> {
             let c = column(name)?;
-            let c = c.as_primitive_opt::<Float64Type>().ok_or_else(|| anyhow!("`{name}` is {}, not Float64", c.data_type()))?;
+            let c = c
+                .as_primitive_opt::<Float64Type>()
+                .ok_or_else(|| anyhow!("`{name}` is {}, not Float64", c.data_type()))?;
             Ok(c.iter().collect())
         };
         let count = |name: &str| -> Result<Vec<i64>> {
             let c = column(name)?;
-            let c = c.as_primitive_opt::<Int64Type>().ok_or_else(|| anyhow!("`{name}` is {}, not Int64", c.data_type()))?;
+            let c =
+                c.as_primitive_opt::<Int64Type>().ok_or_else(|| anyhow!("`{name}` is {}, not Int64", c.data_type()))?;
             Ok(c.iter().map(|v| v.unwrap_or(0)).collect())
         };
         let category = arrow::compute::cast(column("category")?, &DataType::Utf8)?;
         let category = category.as_string::<i32>();
-        let (ia, ip, pa, pp) = (float("image_auroc")?, float("image_aupr")?, float("pixel_auroc")?, float("pixel_aupro")?);
+        let (ia, ip, pa, pp) =
+            (float("image_auroc")?, float("image_aupr")?, float("pixel_auroc")?, float("pixel_aupro")?);
         let (ni, na, ns) = (count("n_images")?, count("n_anomalous")?, count("n_skipped")?);
         Ok((0..batch.num_rows())
             .map(|i| EvalRow {
@@ -253,7 +284,8 @@ async fn register_table(ctx: &SessionContext, urls: Vec<ListingTableUrl>, table:
         bail!("no committed `{table}` files (an interrupted run? re-run `promptad score`)");
     }
     let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).infer_schema(&ctx.state()).await?;
+    let config =
+        ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).infer_schema(&ctx.state()).await?;
     ctx.register_table(table, Arc::new(ListingTable::try_new(config)?))?;
     Ok(())
 }

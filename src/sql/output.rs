@@ -25,7 +25,8 @@ pub enum Format {
 pub fn write_batches(schema: &Schema, batches: &[RecordBatch], format: Format, mut out: impl Write) -> Result<()> {
     match format {
         Format::Table => {
-            let table = arrow::util::pretty::pretty_format_batches_with_schema(std::sync::Arc::new(schema.clone()), batches)?;
+            let table =
+                arrow::util::pretty::pretty_format_batches_with_schema(std::sync::Arc::new(schema.clone()), batches)?;
             writeln!(out, "{table}")?;
         }
         Format::Csv => {
@@ -38,7 +39,9 @@ pub fn write_batches(schema: &Schema, batches: &[RecordBatch], format: Format, m
             }
         }
         Format::Json => {
-            let mut writer = arrow::json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow::json::writer::JsonArray>(&mut out);
+            let mut writer = arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, arrow::json::writer::JsonArray>(&mut out);
             let refs: Vec<&RecordBatch> = batches.iter().collect();
             writer.write_batches(&refs)?;
             writer.finish()?;

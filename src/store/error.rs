@@ -31,11 +31,19 @@ impl StoreError {
         match error {
             _ if detail.contains("NoSuchBucket") => Self::NoBucket { url, detail: short(&detail) },
             object_store::Error::NotFound { .. } => Self::NotFound { url },
-            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => Self::Denied { url, detail: short(&detail) },
-            _ if ["AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403 Forbidden"].iter().any(|k| detail.contains(k)) => {
+            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
                 Self::Denied { url, detail: short(&detail) }
             }
-            _ if ["error sending request", "connect", "dns error", "timed out", "Connection refused"].iter().any(|k| detail.contains(k)) => {
+            _ if ["AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403 Forbidden"]
+                .iter()
+                .any(|k| detail.contains(k)) =>
+            {
+                Self::Denied { url, detail: short(&detail) }
+            }
+            _ if ["error sending request", "connect", "dns error", "timed out", "Connection refused"]
+                .iter()
+                .any(|k| detail.contains(k)) =>
+            {
                 Self::Unreachable { url, detail: short(&detail) }
             }
             _ => Self::Other { url, action, detail },
@@ -44,7 +52,8 @@ impl StoreError {
 
     /// Whether trying again later may succeed (network, throttling) rather than needing a fix.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unreachable { .. }) || matches!(self, Self::Other { detail, .. } if detail.contains("503") || detail.contains("SlowDown"))
+        matches!(self, Self::Unreachable { .. })
+            || matches!(self, Self::Other { detail, .. } if detail.contains("503") || detail.contains("SlowDown"))
     }
 }
 

@@ -25,7 +25,9 @@ use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, WriteMultipart};
+use object_store::{
+    ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, WriteMultipart,
+};
 
 pub use error::StoreError;
 
@@ -101,13 +103,18 @@ impl Location {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("s3") || scheme.eq_ignore_ascii_case("s3a") => {
                 let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
                 if bucket.is_empty() {
-                    return Err(StoreError::BadUrl { url: text.into(), reason: "no bucket name (expected s3://bucket/prefix)".into() });
+                    return Err(StoreError::BadUrl {
+                        url: text.into(),
+                        reason: "no bucket name (expected s3://bucket/prefix)".into(),
+                    });
                 }
-                let store = AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_retry(retry_config())
-                    .build()
-                    .map_err(|e| StoreError::BadUrl { url: text.into(), reason: format!("{e} (check the AWS_* environment)") })?;
+                let store =
+                    AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry_config()).build().map_err(
+                        |e| StoreError::BadUrl {
+                            url: text.into(),
+                            reason: format!("{e} (check the AWS_* environment)"),
+                        },
+                    )?;
                 let prefix = StorePath::parse(key.trim_end_matches('/'))
                     .map_err(|e| StoreError::BadUrl { url: text.into(), reason: e.to_string() })?;
                 Ok(Self::at(Arc::new(store), format!("s3://{bucket}"), prefix))
@@ -115,22 +122,29 @@ impl Location {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("file") => {
                 let decoded = url_decode(rest);
                 if !decoded.starts_with('/') {
-                    return Err(StoreError::BadUrl { url: text.into(), reason: "file:// URLs must be absolute (file:///path)".into() });
+                    return Err(StoreError::BadUrl {
+                        url: text.into(),
+                        reason: "file:// URLs must be absolute (file:///path)".into(),
+                    });
                 }
                 Self::local(std::path::Path::new(&decoded), text)
             }
             Some((scheme, _)) if is_scheme(scheme) => Err(StoreError::BadUrl {
                 url: text.into(),
-                reason: format!("unsupported scheme `{scheme}://`; use s3://bucket/prefix, file:///path or a plain path"),
+                reason: format!(
+                    "unsupported scheme `{scheme}://`; use s3://bucket/prefix, file:///path or a plain path"
+                ),
             }),
             _ => Self::local(std::path::Path::new(text), text),
         }
     }
 
     fn local(path: &std::path::Path, text: &str) -> Result<Self, StoreError> {
-        let absolute = std::path::absolute(path).map_err(|e| StoreError::BadUrl { url: text.into(), reason: e.to_string() })?;
+        let absolute =
+            std::path::absolute(path).map_err(|e| StoreError::BadUrl { url: text.into(), reason: e.to_string() })?;
         let absolute = normalize(&absolute);
-        let prefix = StorePath::from_absolute_path(&absolute).map_err(|e| StoreError::BadUrl { url: text.into(), reason: e.to_string() })?;
+        let prefix = StorePath::from_absolute_path(&absolute)
+            .map_err(|e| StoreError::BadUrl { url: text.into(), reason: e.to_string() })?;
         Ok(Self::at(Arc::new(LocalFileSystem::new()), "file://".into(), prefix))
     }
 
@@ -183,13 +197,16 @@ impl Location {
 
     /// The path of `full` relative to this folder (`a/b.parquet`).
     pub fn relative(&self, full: &StorePath) -> String {
-        full.prefix_match(&self.prefix).map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/")).unwrap_or_else(|| full.to_string())
+        full.prefix_match(&self.prefix)
+            .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
+            .unwrap_or_else(|| full.to_string())
     }
 
     /// The bytes of the object `rel`.
     pub fn get(&self, rel: &str) -> Result<Bytes, StoreError> {
         let url = self.url_of(rel);
-        block_on(async { self.store.get(&self.path(rel)).await?.bytes().await }).map_err(|e| StoreError::from_object_store(e, &url, "read"))
+        block_on(async { self.store.get(&self.path(rel)).await?.bytes().await })
+            .map_err(|e| StoreError::from_object_store(e, &url, "read"))
     }
 
     /// The bytes of the object `rel`, or `None` if there is none (one request, not a HEAD and a
@@ -204,7 +221,8 @@ impl Location {
 
     pub fn get_range(&self, rel: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
         let url = self.url_of(rel);
-        block_on(self.store.get_range(&self.path(rel), range)).map_err(|e| StoreError::from_object_store(e, &url, "read"))
+        block_on(self.store.get_range(&self.path(rel), range))
+            .map_err(|e| StoreError::from_object_store(e, &url, "read"))
     }
 
     /// Size and time of `rel`, or `None` if there is no such object.
@@ -225,10 +243,11 @@ impl Location {
     pub fn list(&self, rel: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         let prefix = self.path(rel);
         let url = self.url_of(rel);
-        let mut objects: Vec<ObjectMeta> = block_on(self.store.list(Some(&prefix)).try_collect::<Vec<_>>()).or_else(|e| match e {
-            object_store::Error::NotFound { .. } => Ok(Vec::new()),
-            e => Err(StoreError::from_object_store(e, &url, "list")),
-        })?;
+        let mut objects: Vec<ObjectMeta> =
+            block_on(self.store.list(Some(&prefix)).try_collect::<Vec<_>>()).or_else(|e| match e {
+                object_store::Error::NotFound { .. } => Ok(Vec::new()),
+                e => Err(StoreError::from_object_store(e, &url, "list")),
+            })?;
         objects.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(objects)
     }
@@ -242,7 +261,8 @@ impl Location {
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
             Err(e) => return Err(StoreError::from_object_store(e, &url, "list")),
         };
-        let mut names: Vec<String> = listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
+        let mut names: Vec<String> =
+            listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
         names.sort();
         Ok(names)
     }
@@ -250,7 +270,9 @@ impl Location {
     /// Writes `bytes` to `rel`, replacing what is there; atomic.
     pub fn put(&self, rel: &str, bytes: Bytes) -> Result<(), StoreError> {
         let url = self.url_of(rel);
-        block_on(self.store.put(&self.path(rel), PutPayload::from(bytes))).map(|_| ()).map_err(|e| StoreError::from_object_store(e, &url, "write"))
+        block_on(self.store.put(&self.path(rel), PutPayload::from(bytes)))
+            .map(|_| ())
+            .map_err(|e| StoreError::from_object_store(e, &url, "write"))
     }
 
     /// Writes `bytes` to `rel` only if nothing is there; `Ok(false)` if something was.
@@ -279,7 +301,8 @@ impl Location {
         }
         let path = self.path(rel);
         let result: Result<(), StoreError> = block_on(async {
-            let upload = self.store.put_multipart(&path).await.map_err(|e| StoreError::from_object_store(e, &url, "write"))?;
+            let upload =
+                self.store.put_multipart(&path).await.map_err(|e| StoreError::from_object_store(e, &url, "write"))?;
             let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_SIZE);
             let mut file = std::fs::File::open(source).map_err(io)?;
             let mut buffer = vec![0u8; MULTIPART_PART_SIZE];
@@ -330,7 +353,8 @@ impl Location {
 
 fn is_scheme(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic()) && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
 }
 
 /// `a/./b/../c` → `a/c` without touching the disk (the folder may not exist yet).
@@ -356,7 +380,8 @@ fn url_decode(text: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            if let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 out.push(v);
                 i += 3;
                 continue;

@@ -16,10 +16,14 @@ pub fn fixture(relative: &str) -> PathBuf {
 
 /// The venv interpreter with torch, open_clip and scikit-learn (scripts/bootstrap.sh makes it).
 pub fn python() -> PathBuf {
-    let path = std::env::var_os("PROMPTAD_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/promptad/venv/bin/python")
-    });
-    assert!(path.exists(), "reference Python {} not found: run scripts/bootstrap.sh (or set PROMPTAD_PYTHON)", path.display());
+    let path = std::env::var_os("PROMPTAD_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/promptad/venv/bin/python"));
+    assert!(
+        path.exists(),
+        "reference Python {} not found: run scripts/bootstrap.sh (or set PROMPTAD_PYTHON)",
+        path.display()
+    );
     path
 }
 

@@ -38,7 +38,8 @@ pub fn denying_server() -> S3Server {
 
 fn spawn(buckets: &[&str], extra_env: &[(&str, &str)]) -> S3Server {
     // Standalone (benches include this file too): the venv's Python, the fixture by path.
-    let python = std::env::var("PROMPTAD_PYTHON").unwrap_or_else(|_| format!("{}/.cache/promptad/venv/bin/python", std::env::var("HOME").unwrap_or_default()));
+    let python = std::env::var("PROMPTAD_PYTHON")
+        .unwrap_or_else(|_| format!("{}/.cache/promptad/venv/bin/python", std::env::var("HOME").unwrap_or_default()));
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/s3_server.py");
     let mut child = Command::new(python)
         .arg(script)
@@ -52,7 +53,11 @@ fn spawn(buckets: &[&str], extra_env: &[(&str, &str)]) -> S3Server {
     let stdout = child.stdout.take().unwrap();
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
-    let port: u16 = line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("the S3 test server did not start: {line:?}"));
+    let port: u16 = line
+        .trim()
+        .strip_prefix("PORT ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the S3 test server did not start: {line:?}"));
     let stdin = child.stdin.take().unwrap();
     S3Server { endpoint: format!("http://127.0.0.1:{port}"), _child: child, _stdin: stdin }
 }
