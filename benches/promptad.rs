@@ -23,6 +23,7 @@ use promptad::pipeline::score::{score_category, ScoreOptions};
 use promptad::pipeline::train::{train_category, TrainJob};
 use promptad::prompt::learner::PromptConfig;
 use promptad::prompt::train::{Head, TrainConfig};
+use promptad::stop::StopToken;
 use promptad::store::Location;
 use tch::Device;
 
@@ -75,11 +76,16 @@ fn train_case(weights: &Path, data: &Path, k: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let mut step_times: Vec<(Head, Instant)> = Vec::new();
     let started = Instant::now();
-    let manifest =
-        train_category(&job(data, k, steps), &clip, backbone, &location(&tmp.path().join("m")), false, |head, _, _| {
-            step_times.push((head, Instant::now()))
-        })
-        .unwrap();
+    let manifest = train_category(
+        &job(data, k, steps),
+        &clip,
+        backbone,
+        &location(&tmp.path().join("m")),
+        false,
+        &StopToken::new(),
+        |head, _, _| step_times.push((head, Instant::now())),
+    )
+    .unwrap();
     let total = started.elapsed().as_secs_f64();
     let per_step = |head: Head| {
         let report = if head == Head::Image { &manifest.image_head.report } else { &manifest.pixel_head.report };
@@ -98,7 +104,8 @@ fn score_case(weights: &Path, data: &Path) {
     let (clip, backbone) = load(weights);
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("m");
-    train_category(&job(data, 1, 1), &clip, backbone, &location(&model), false, |_, _, _| {}).unwrap();
+    train_category(&job(data, 1, 1), &clip, backbone, &location(&model), false, &StopToken::new(), |_, _, _| {})
+        .unwrap();
     let artifact = Artifact::read(&location(&model)).unwrap();
     let options = ScoreOptions { batch_size: 8, compat: Compat::Rgb, ..ScoreOptions::default() };
     let started = Instant::now();
@@ -111,6 +118,7 @@ fn score_case(weights: &Path, data: &Path) {
         CATEGORY,
         &location(&tmp.path().join("s")),
         &options,
+        &StopToken::new(),
         |_| {},
     )
     .unwrap();

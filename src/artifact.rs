@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 
 use crate::store::Location;
 
-use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -27,7 +26,91 @@ use crate::clip::{Clip, ModelConfig, Precision};
 use crate::detect::DetectConfig;
 use crate::prompt::categories::Category;
 use crate::prompt::learner::PromptConfig;
-use crate::prompt::train::{TrainConfig, TrainReport};
+use crate::prompt::train::{Head, TrainConfig, TrainReport};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{url} is not a complete model artifact (no {MANIFEST}); was training interrupted, or is the URL wrong? Train it again")]
+    Incomplete { url: String },
+    #[error("cannot parse {url}: {source}")]
+    BadManifest {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{url} has artifact format {found}, this promptad reads {expected}")]
+    FormatVersion { url: String, found: u32, expected: u32 },
+    #[error("{url} does not match its manifest (content {content}, manifest {manifest}); the artifact is damaged or being replaced")]
+    Damaged { url: String, content: String, manifest: String },
+    #[error("{url} lacks the tensor {key}")]
+    MissingTensor { url: String, key: String },
+    #[error("{url}: tensor {key} is {dtype}, artifacts hold F32")]
+    TensorType { url: String, key: String, dtype: String },
+    #[error("{url} is not a safetensors file: {source}")]
+    Safetensors {
+        url: String,
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
+    #[error("{url} already holds a model artifact; overwrite it to replace it")]
+    Exists { url: String },
+    #[error(
+        "backbone weights {path} have SHA-256 {actual}, but the model was trained on weights with {expected}; use the \
+         checkpoint it was trained with"
+    )]
+    WeightsMismatch { path: PathBuf, actual: String, expected: String },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Clip(#[from] crate::clip::ClipError),
+    #[error("cannot convert the artifact's tensors: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+}
+
+type Result<T, E = ArtifactError> = std::result::Result<T, E>;
+
+/// The names of an artifact's tensors, in `tensors.safetensors` and `prompts.parquet`.
+pub mod tensor_names {
+    use crate::prompt::train::Head;
+
+    /// The visual memory of tap `i`: `[k·P, width]`.
+    ///
+    /// ```
+    /// assert_eq!(promptad::artifact::tensor_names::memory_bank(1), "memory.bank1");
+    /// ```
+    pub fn memory_bank(i: usize) -> String {
+        format!("memory.bank{i}")
+    }
+
+    /// A head's text prototypes `[2, E]` (normal, anomaly).
+    ///
+    /// ```
+    /// use promptad::prompt::train::Head;
+    /// assert_eq!(promptad::artifact::tensor_names::prototypes(Head::Pixel), "pixel.prototypes");
+    /// ```
+    pub fn prototypes(head: Head) -> String {
+        format!("{}.prototypes", head.name())
+    }
+
+    /// A head's learned normal context `[N, E_N, width]`.
+    pub fn normal_ctx(head: Head) -> String {
+        format!("{}.normal_ctx", head.name())
+    }
+
+    /// A head's learned anomaly context `[N·L, E_A, width]`.
+    pub fn anomaly_ctx(head: Head) -> String {
+        format!("{}.anomaly_ctx", head.name())
+    }
+}
 
 pub const FORMAT_VERSION: u32 = 1;
 const TENSORS: &str = "tensors.safetensors";
@@ -65,16 +148,49 @@ impl Backbone {
                 let path = weights_override.unwrap_or(path);
                 let actual = sha256_file(path)?;
                 if &actual != sha256 {
-                    bail!(
-                        "backbone weights {} have SHA-256 {actual}, but the model was trained on weights with {sha256}; \
-                         pass the checkpoint it was trained with (--weights)",
-                        path.display()
-                    );
+                    return Err(ArtifactError::WeightsMismatch {
+                        path: path.to_path_buf(),
+                        actual,
+                        expected: sha256.clone(),
+                    });
                 }
                 Ok(Clip::load(self.config.clone(), path, device, precision)?)
             }
         }
     }
+}
+
+/// The demo's default backbone when no weights are given: the small demo ViT, random, seeded.
+pub fn random_backbone(seed: u64, device: tch::Device) -> Result<(Clip, Backbone), ArtifactError> {
+    let config = crate::clip::ModelConfig::resolve("demo-vit-240")?;
+    let clip = Clip::random(config.clone(), seed, device);
+    let backbone = Backbone {
+        config_name: "demo-vit-240".into(),
+        config,
+        weights: Weights::RandomInit { seed },
+        logit_scale: clip.logit_scale_raw(),
+    };
+    Ok((clip, backbone))
+}
+
+/// A checkpoint backbone, recorded with its checksum (left empty without `checksum`).
+pub fn checkpoint_backbone(
+    config_name: &str,
+    weights: &Path,
+    device: tch::Device,
+    precision: crate::clip::Precision,
+    checksum: bool,
+) -> Result<(Clip, Backbone), ArtifactError> {
+    let config = crate::clip::ModelConfig::resolve(config_name)?;
+    let sha256 = if checksum { sha256_file(weights)? } else { String::new() };
+    let clip = Clip::load(config.clone(), weights, device, precision)?;
+    let backbone = Backbone {
+        config_name: config_name.into(),
+        config,
+        weights: Weights::Checkpoint { path: weights.to_path_buf(), sha256 },
+        logit_scale: clip.logit_scale_raw(),
+    };
+    Ok((clip, backbone))
 }
 
 /// Per-head training record.
@@ -113,41 +229,51 @@ pub struct Artifact {
 }
 
 impl Artifact {
+    /// The visual memory, one bank per tap of `manifest.detect.taps` (checked by [`Artifact::read`]).
     pub fn memory_banks(&self) -> Vec<Tensor> {
-        (0..self.manifest.detect.taps.len()).map(|i| self.tensors[&format!("memory.bank{i}")].shallow_clone()).collect()
+        (0..self.manifest.detect.taps.len())
+            .map(|i| self.tensors[&tensor_names::memory_bank(i)].shallow_clone())
+            .collect()
+    }
+
+    /// A head's text prototypes `[2, E]` (checked by [`Artifact::read`]).
+    pub fn prototypes(&self, head: Head) -> &Tensor {
+        &self.tensors[&tensor_names::prototypes(head)]
+    }
+
+    /// A head's learned contexts `(normal, anomaly)`, if the artifact holds them.
+    pub fn contexts(&self, head: Head) -> Option<(&Tensor, &Tensor)> {
+        Some((self.tensors.get(&tensor_names::normal_ctx(head))?, self.tensors.get(&tensor_names::anomaly_ctx(head))?))
     }
 
     /// Reads the artifact at `location` (any store), checking that its tensors are the ones its
     /// manifest was written for.
     pub fn read(location: &Location) -> Result<Self> {
         let Some(manifest) = location.get_if_exists(MANIFEST)? else {
-            bail!("{location} is not a complete model artifact (no {MANIFEST}); was training interrupted, or is the URL wrong? Re-run `promptad train`");
+            return Err(ArtifactError::Incomplete { url: location.url().into() });
         };
-        let manifest: Manifest =
-            serde_json::from_slice(&manifest).with_context(|| format!("cannot parse {}", location.url_of(MANIFEST)))?;
+        let manifest: Manifest = serde_json::from_slice(&manifest)
+            .map_err(|source| ArtifactError::BadManifest { url: location.url_of(MANIFEST), source })?;
         if manifest.format_version != FORMAT_VERSION {
-            bail!(
-                "{} has artifact format {}, this promptad reads {FORMAT_VERSION}",
-                location.url_of(MANIFEST),
-                manifest.format_version
-            );
+            return Err(ArtifactError::FormatVersion {
+                url: location.url_of(MANIFEST),
+                found: manifest.format_version,
+                expected: FORMAT_VERSION,
+            });
         }
         let tensor_url = location.url_of(TENSORS);
         let bytes = location.get(TENSORS)?;
         let version = content_version(&bytes);
         if version != manifest.version {
-            bail!("{tensor_url} does not match its manifest (content {version}, manifest {}); the artifact is damaged or being replaced", manifest.version);
+            return Err(ArtifactError::Damaged { url: tensor_url, content: version, manifest: manifest.version });
         }
-        let tensors = tensors_from_safetensors(&bytes).with_context(|| format!("cannot read {tensor_url}"))?;
-        for i in 0..manifest.detect.taps.len() {
-            let key = format!("memory.bank{i}");
+        let tensors = tensors_from_safetensors(&bytes, &tensor_url)?;
+        let required = (0..manifest.detect.taps.len())
+            .map(tensor_names::memory_bank)
+            .chain(Head::BOTH.into_iter().map(tensor_names::prototypes));
+        for key in required {
             if !tensors.contains_key(&key) {
-                bail!("{tensor_url} lacks {key}");
-            }
-        }
-        for key in ["image.prototypes", "pixel.prototypes"] {
-            if !tensors.contains_key(key) {
-                bail!("{tensor_url} lacks {key}");
+                return Err(ArtifactError::MissingTensor { url: tensor_url, key });
             }
         }
         Ok(Self { manifest, tensors })
@@ -164,36 +290,39 @@ impl Artifact {
     ) -> Result<Manifest> {
         if location.exists(MANIFEST)? || location.exists(TENSORS)? {
             if !overwrite {
-                bail!("{location} already holds a model artifact; pass --overwrite to replace it");
+                return Err(ArtifactError::Exists { url: location.url().into() });
             }
             location.delete(MANIFEST)?;
         }
-        let staging = tempfile::Builder::new().prefix(".promptad-artifact-").tempdir()?;
+        let staging_error = |source| ArtifactError::Io { path: std::env::temp_dir(), source };
+        let staging = tempfile::Builder::new().prefix(".promptad-artifact-").tempdir().map_err(staging_error)?;
         let staged = staging.path().join(TENSORS);
         let cpu: Vec<(String, Tensor)> = tensors
             .iter()
             .map(|(k, t)| (k.clone(), t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous()))
             .collect();
         Tensor::write_safetensors(&cpu, &staged)?;
-        let bytes = std::fs::read(&staged)?;
+        let bytes = std::fs::read(&staged).map_err(|source| ArtifactError::Io { path: staged.clone(), source })?;
         manifest.version = content_version(&bytes);
         location.upload_file(TENSORS, &staged)?;
         let table = prompts_table(&manifest, &cpu)?;
         let mut writer = crate::sink::AtomicParquetWriter::create(location, PROMPTS, table.schema())?;
         writer.write(&table)?;
         writer.finish()?;
-        location.put(MANIFEST, bytes::Bytes::from(serde_json::to_vec_pretty(&manifest)?))?;
+        location
+            .put(MANIFEST, bytes::Bytes::from(serde_json::to_vec_pretty(&manifest).expect("a manifest serialises")))?;
         Ok(manifest)
     }
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
     use sha2::Digest;
-    let mut file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let io = |source| ArtifactError::Io { path: path.to_path_buf(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
     let mut hasher = sha2::Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buffer)?;
+        let n = file.read(&mut buffer).map_err(io)?;
         if n == 0 {
             break;
         }
@@ -243,7 +372,7 @@ fn prompts_table(manifest: &Manifest, tensors: &[(String, Tensor)]) -> Result<ar
         None,
     );
     let repeat = |v: &str| Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, n))) as ArrayRef;
-    Ok(arrow::array::RecordBatch::try_new(
+    arrow::array::RecordBatch::try_new(
         schema.clone(),
         vec![
             repeat(&manifest.version),
@@ -254,17 +383,23 @@ fn prompts_table(manifest: &Manifest, tensors: &[(String, Tensor)]) -> Result<ar
             Arc::new(shape),
             Arc::new(value),
         ],
-    )?)
+    )
+    .map_err(|source| crate::sink::SinkError::Batch { table: "prompt_artifact", source }.into())
 }
 
-/// The f32 tensors of a safetensors buffer (what [`Artifact::write`] stores).
-fn tensors_from_safetensors(bytes: &[u8]) -> Result<HashMap<String, Tensor>> {
-    let file = safetensors::SafeTensors::deserialize(bytes)?;
+/// The f32 tensors of a safetensors buffer (what [`Artifact::write`] stores); `url` names it in errors.
+pub fn tensors_from_safetensors(bytes: &[u8], url: &str) -> Result<HashMap<String, Tensor>> {
+    let file = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|source| ArtifactError::Safetensors { url: url.into(), source })?;
     file.tensors()
         .into_iter()
         .map(|(name, view)| {
             if view.dtype() != safetensors::Dtype::F32 {
-                bail!("tensor {name} is {:?}, artifacts hold F32", view.dtype());
+                return Err(ArtifactError::TensorType {
+                    url: url.into(),
+                    key: name,
+                    dtype: format!("{:?}", view.dtype()),
+                });
             }
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             Ok((name, Tensor::from_data_size(view.data(), &shape, Kind::Float)))
@@ -273,8 +408,7 @@ fn tensors_from_safetensors(bytes: &[u8]) -> Result<HashMap<String, Tensor>> {
 }
 
 fn content_version(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    format!("{:x}", sha2::Sha256::digest(bytes))[..16].to_string()
+    crate::runtime::sha256_prefix(bytes, 16)
 }
 
 /// The conventional artifact location (DESIGN §4): `<root>/<dataset>/<category>/k<k>/seed<seed>`.

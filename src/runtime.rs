@@ -202,3 +202,30 @@ fn proc_status_mib(key: &str) -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
+
+/// The first `hex_digits` hex digits of the SHA-256 of `bytes`: the one rule behind content
+/// versions, default run ids and cache folder names.
+///
+/// ```
+/// assert_eq!(promptad::runtime::sha256_prefix(b"abc", 8), "ba7816bf");
+/// ```
+pub fn sha256_prefix(bytes: &[u8], hex_digits: usize) -> String {
+    use sha2::Digest;
+    let mut hex = format!("{:x}", sha2::Sha256::digest(bytes));
+    hex.truncate(hex_digits);
+    hex
+}
+
+/// Seconds since 1970 (0 if the clock is before it), for records.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The device `name` names, after the libtorch version check and the start-up self-test on it:
+/// what every command that runs a model does first.
+pub fn checked_device(name: &str) -> Result<Device, RuntimeError> {
+    check_libtorch()?;
+    let device = parse_device(name)?;
+    self_test(device)?;
+    Ok(device)
+}

@@ -11,17 +11,18 @@ use std::sync::OnceLock;
 use arrow::array::{AsArray, RecordBatch};
 use common::{copy_dir, dataset, loc, promptad};
 use datafusion::prelude::SessionConfig;
+use promptad::artifact::random_backbone;
 use promptad::artifact::Artifact;
 use promptad::data::prepare::Compat;
 use promptad::data::synth::{generate, SynthConfig};
 use promptad::detect::DetectConfig;
 use promptad::metrics::{aupr, auroc, pixel_aupro, pixel_auroc, ImageStats, DEFAULT_FPR_LIMIT};
-use promptad::pipeline::demo::random_backbone;
 use promptad::pipeline::score::{score_category, ScoreOptions};
 use promptad::pipeline::train::{train_category, TrainJob};
 use promptad::prompt::learner::PromptConfig;
 use promptad::prompt::train::TrainConfig;
 use promptad::sql::{self, EvalRow, RunSelection};
+use promptad::stop::StopToken;
 use promptad::store::Location;
 use tch::Device;
 
@@ -93,7 +94,8 @@ fn fixture() -> &'static Fixture {
                 detect: DetectConfig::default(),
             };
             let model = root.join("models").join(category);
-            train_category(&job, &clip, backbone.clone(), &loc(&model), false, |_, _, _| {}).unwrap();
+            train_category(&job, &clip, backbone.clone(), &loc(&model), false, &StopToken::new(), |_, _, _| {})
+                .unwrap();
             let artifact = Artifact::read(&loc(&model)).unwrap();
             let options =
                 ScoreOptions { batch_size: 8, compat: Compat::Rgb, skip_bad: true, ..ScoreOptions::default() };
@@ -105,13 +107,14 @@ fn fixture() -> &'static Fixture {
                 category,
                 &loc(&run),
                 &options,
+                &StopToken::new(),
                 |_| {},
             )
             .unwrap();
             scored.insert(
                 category.to_string(),
                 Scored {
-                    image_scores: summary.image_scores,
+                    image_scores: summary.image_scores.iter().map(|s| (s.pred_score, s.is_defect)).collect(),
                     pixel_stats: summary.pixel_stats,
                     rows: summary.images,
                     skipped: summary.skipped.len(),
@@ -146,7 +149,7 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
 }
 
 fn session(run: &Path) -> anyhow::Result<datafusion::prelude::SessionContext> {
-    block_on(sql::session(&Location::parse(run.to_str().unwrap())?, RunSelection::Latest))
+    Ok(block_on(sql::session(&Location::parse(run.to_str().unwrap())?, RunSelection::Latest))?)
 }
 
 fn eval_with(run: &Path, target_partitions: usize) -> RecordBatch {
@@ -241,7 +244,7 @@ fn tables_have_one_category_column() {
     let f = fixture();
     let ctx = session(&f.run).unwrap();
     block_on(async {
-        for table in sql::TABLES {
+        for table in promptad::run::Table::ALL.map(|t| t.name()) {
             let (schema, _) = sql::query(&ctx, &format!("SELECT * FROM {table} LIMIT 1")).await.unwrap();
             let n = schema.fields().iter().filter(|c| c.name() == "category").count();
             assert_eq!(n, 1, "{table}: {schema:?}");
@@ -396,15 +399,15 @@ fn cli_sql_groups_by_defect_type() {
     assert_eq!(json[0]["category"], "marble");
     assert_eq!(json[1]["n"], f.scored["washer"].image_scores.len());
     let table = run_ok(&["sql", f.run.to_str().unwrap(), "SHOW TABLES"]);
-    for t in sql::TABLES {
+    for t in promptad::run::Table::ALL.map(|t| t.name()) {
         assert!(table.contains(t), "{table}");
     }
 }
 
-fn err_of<T>(result: anyhow::Result<T>) -> String {
+fn err_of<T, E: Into<anyhow::Error>>(result: Result<T, E>) -> String {
     match result {
         Ok(_) => panic!("expected an error"),
-        Err(e) => format!("{e:#}"),
+        Err(e) => format!("{:#}", e.into()),
     }
 }
 
@@ -476,7 +479,7 @@ fn uncommitted_files_are_not_read() {
     copy_dir(&f.run, &copy);
     // What a worker killed mid-unit leaves: a unit's files without its commit record, next to
     // the committed ones, and a staging file.
-    for table in sql::TABLES {
+    for table in promptad::run::Table::ALL.map(|t| t.name()) {
         let committed = find_files(&copy.join(table));
         let uncommitted = committed[0].with_file_name("part-test-00099.parquet");
         std::fs::copy(&committed[0], &uncommitted).unwrap();

@@ -219,9 +219,9 @@ fn rendered_jobs_agree_with_promptad_plan() {
             if component == "nightly" {
                 let id = args
                     .iter()
-                    .position(|a| *a == "--run-id")
+                    .position(|a| *a == "--run")
                     .map(|i| args[i + 1])
-                    .unwrap_or_else(|| panic!("{what}: no --run-id"));
+                    .unwrap_or_else(|| panic!("{what}: no --run"));
                 assert!(
                     id.contains("{schedule_date}"),
                     "{what}: the nightly run id {id} does not change with the night"
@@ -239,8 +239,16 @@ fn rendered_jobs_agree_with_promptad_plan() {
                     .flat_map(|r| ints(&r["onExitCodes"]["values"]))
                     .collect()
             };
-            assert_eq!(codes("FailIndex"), promptad::worker::PERMANENT, "{what}: FailIndex exit codes");
-            assert_eq!(codes("Ignore"), promptad::worker::NOT_COUNTED, "{what}: Ignore exit codes");
+            assert_eq!(
+                codes("FailIndex"),
+                promptad::exit::codes(promptad::exit::Retry::Never),
+                "{what}: FailIndex exit codes"
+            );
+            assert_eq!(
+                codes("Ignore"),
+                promptad::exit::codes(promptad::exit::Retry::NotCounted),
+                "{what}: Ignore exit codes"
+            );
             for rule in rules.iter().filter(|r| r["onExitCodes"].is_object()) {
                 assert_eq!(
                     rule["onExitCodes"]["containerName"], container["name"],

@@ -6,16 +6,19 @@ mod common;
 use std::path::Path;
 
 use common::{dataset, loc, promptad};
+use promptad::artifact::random_backbone;
 use promptad::artifact::Artifact;
 use promptad::data::prepare::Compat;
 use promptad::data::synth::{generate, SynthConfig};
 use promptad::detect::DetectConfig;
 use promptad::metrics::{auroc, pixel_aupro, pixel_auroc, DEFAULT_FPR_LIMIT};
-use promptad::pipeline::demo::random_backbone;
-use promptad::pipeline::score::{score_category, table_file, ScoreOptions};
+use promptad::pipeline::score::{score_category, ScoreOptions};
 use promptad::pipeline::train::{train_category, TrainJob};
 use promptad::prompt::learner::PromptConfig;
 use promptad::prompt::train::{Head, TrainConfig};
+use promptad::run::paths::table_file;
+use promptad::run::Table;
+use promptad::stop::StopToken;
 use tch::Device;
 
 fn synth(root: &Path, categories: &[&str]) {
@@ -68,11 +71,16 @@ fn trains_scores_and_beats_chance_on_generated_defects() {
     for category in categories {
         let model = tmp.path().join("models").join(category);
         let mut losses: Vec<(Head, f64)> = Vec::new();
-        let manifest =
-            train_category(&job(&data, category, 40), &clip, backbone.clone(), &loc(&model), false, |h, _, l| {
-                losses.push((h, l))
-            })
-            .unwrap();
+        let manifest = train_category(
+            &job(&data, category, 40),
+            &clip,
+            backbone.clone(),
+            &loc(&model),
+            false,
+            &StopToken::new(),
+            |h, _, l| losses.push((h, l)),
+        )
+        .unwrap();
         for head in [Head::Image, Head::Pixel] {
             let l: Vec<f64> = losses.iter().filter(|(h, _)| *h == head).map(|(_, l)| *l).collect();
             assert_eq!(l.len(), 40);
@@ -88,10 +96,12 @@ fn trains_scores_and_beats_chance_on_generated_defects() {
             category,
             &loc(&tmp.path().join("scores")),
             &options(),
+            &StopToken::new(),
             |_| {},
         )
         .unwrap();
-        let (scores, labels): (Vec<f64>, Vec<bool>) = scored.image_scores.iter().copied().unzip();
+        let (scores, labels): (Vec<f64>, Vec<bool>) =
+            scored.image_scores.iter().map(|s| (s.pred_score, s.is_defect)).unzip();
         let (i, p, a) = (
             auroc(&scores, &labels).unwrap(),
             pixel_auroc(&scored.pixel_stats).unwrap(),
@@ -103,7 +113,12 @@ fn trains_scores_and_beats_chance_on_generated_defects() {
         aupros.push(a);
         assert!(scored.run_complete);
         for table in ["scores", "maps", "metric_stats"] {
-            let file = tmp.path().join("scores").join(table_file(table, &scored.run_id, category, "test-00000"));
+            let file = tmp.path().join("scores").join(table_file(
+                Table::from_name(table).unwrap(),
+                &scored.run_id,
+                category,
+                "test-00000",
+            ));
             assert!(file.is_file(), "{}", file.display());
         }
         // A second run finds every unit committed and leaves them alone.
@@ -115,6 +130,7 @@ fn trains_scores_and_beats_chance_on_generated_defects() {
             category,
             &loc(&tmp.path().join("scores")),
             &options(),
+            &StopToken::new(),
             |_| {},
         )
         .unwrap();
@@ -138,10 +154,18 @@ fn bad_input_gets_clear_errors() {
     synth(&data, &["weave"]);
     let (clip, backbone) = random_backbone(7, Device::Cpu).unwrap();
     let train = |job: TrainJob| {
-        train_category(&job, &clip, backbone.clone(), &loc(&tmp.path().join("m")), true, |_, _, _| {})
-            .map(|_| ())
-            .unwrap_err()
-            .to_string()
+        train_category(
+            &job,
+            &clip,
+            backbone.clone(),
+            &loc(&tmp.path().join("m")),
+            true,
+            &StopToken::new(),
+            |_, _, _| {},
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string()
     };
 
     // Unknown category: not built in and no display name.
@@ -163,7 +187,16 @@ fn bad_input_gets_clear_errors() {
     std::fs::write(&shot, original).unwrap();
 
     let model = tmp.path().join("model");
-    train_category(&job(&data, "weave", 2), &clip, backbone.clone(), &loc(&model), false, |_, _, _| {}).unwrap();
+    train_category(
+        &job(&data, "weave", 2),
+        &clip,
+        backbone.clone(),
+        &loc(&model),
+        false,
+        &StopToken::new(),
+        |_, _, _| {},
+    )
+    .unwrap();
     let artifact = Artifact::read(&loc(&model)).unwrap();
     let score = |out: &str, skip_bad: bool| {
         score_category(
@@ -174,6 +207,7 @@ fn bad_input_gets_clear_errors() {
             "weave",
             &loc(&tmp.path().join(out)),
             &ScoreOptions { skip_bad, ..options() },
+            &StopToken::new(),
             |_| {},
         )
     };
@@ -191,9 +225,13 @@ fn bad_input_gets_clear_errors() {
     assert!(!tmp.path().join("s1/scores").exists(), "no partial output after a failure");
     let summary = score("s2", true).unwrap();
     assert_eq!(summary.skipped.len(), 1);
-    let file =
-        std::fs::File::open(tmp.path().join("s2").join(table_file("scores", &summary.run_id, "weave", "test-00000")))
-            .unwrap();
+    let file = std::fs::File::open(tmp.path().join("s2").join(table_file(
+        Table::Scores,
+        &summary.run_id,
+        "weave",
+        "test-00000",
+    )))
+    .unwrap();
     let batches: Vec<_> = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024)
         .unwrap()
         .map(Result::unwrap)
@@ -261,7 +299,9 @@ fn ablations_change_what_is_trained_and_scored() {
     let (clip, backbone) = random_backbone(7, Device::Cpu).unwrap();
     let run = |name: &str, job: TrainJob, guidance: Guidance| {
         let model = tmp.path().join(name);
-        let manifest = train_category(&job, &clip, backbone.clone(), &loc(&model), false, |_, _, _| {}).unwrap();
+        let manifest =
+            train_category(&job, &clip, backbone.clone(), &loc(&model), false, &StopToken::new(), |_, _, _| {})
+                .unwrap();
         let artifact = Artifact::read(&loc(&model)).unwrap();
         let detect = DetectConfig { guidance, ..DetectConfig::default() };
         let scored = score_category(
@@ -272,10 +312,11 @@ fn ablations_change_what_is_trained_and_scored() {
             "marble",
             &loc(&tmp.path().join(format!("s-{name}"))),
             &options(),
+            &StopToken::new(),
             |_| {},
         )
         .unwrap();
-        (manifest, scored.image_scores.iter().map(|(s, _)| *s).collect::<Vec<f64>>())
+        (manifest, scored.image_scores.iter().map(|s| s.pred_score).collect::<Vec<f64>>())
     };
     let base = || job(&data, "marble", 3);
     let (full, full_scores) = run("full", base(), Guidance::Fused);

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{promptad, s3};
-use promptad::pipeline::score::{worker_range, RunPlan};
+use promptad::run::{worker_range, RunPlan};
 use promptad::store::Location;
 
 const RUN_ID: &str = "rehearsal-k1-seed5";

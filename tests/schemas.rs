@@ -10,18 +10,19 @@ use std::path::Path;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Float32Type, Schema};
 use common::{dataset, loc};
+use promptad::artifact::random_backbone;
 use promptad::artifact::{prompts_schema, Artifact, PROMPTS};
 use promptad::data::pack::{pack, PackOptions};
 use promptad::data::shard::shard_schema;
 use promptad::data::synth::{generate, SynthConfig};
 use promptad::detect::DetectConfig;
-use promptad::pipeline::demo::random_backbone;
 use promptad::pipeline::score::{score_category, ScoreOptions};
 use promptad::pipeline::train::{train_category, TrainJob};
 use promptad::prompt::learner::PromptConfig;
 use promptad::prompt::train::TrainConfig;
 use promptad::sink::published::{shape, PublishedTable};
 use promptad::sink::{maps_schema, scores_schema, stats_schema};
+use promptad::stop::StopToken;
 use tch::Device;
 
 const MAP_SIZE: i64 = 400;
@@ -100,7 +101,7 @@ fn written_files_match_the_published_schemas() {
         detect: DetectConfig::default(),
     };
     let model = tmp.path().join("model");
-    train_category(&job, &clip, backbone, &loc(&model), false, |_, _, _| {}).unwrap();
+    train_category(&job, &clip, backbone, &loc(&model), false, &StopToken::new(), |_, _, _| {}).unwrap();
     let (schema, batches) = read(&model.join(PROMPTS));
     assert_same("prompt_artifact", &schema);
     // The table holds the artifact's tensors, value for value.
@@ -124,6 +125,7 @@ fn written_files_match_the_published_schemas() {
         "washer",
         &loc(&out),
         &ScoreOptions::default(),
+        &StopToken::new(),
         |_| {},
     )
     .unwrap();

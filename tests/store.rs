@@ -186,7 +186,7 @@ fn workers_split_the_units_and_the_manifest_comes_last() {
             &model,
             data,
             &out,
-            &["--rows-per-unit", "3", "--shard-index", i, "--shard-count", "2", "--run-id", "nightly-1"],
+            &["--rows-per-unit", "3", "--index", i, "--shard-count", "2", "--run", "nightly-1"],
         ))
     };
     let first = worker("1");
@@ -202,11 +202,11 @@ fn workers_split_the_units_and_the_manifest_comes_last() {
     ok(&score_args(&model, data, &single, &["--rows-per-unit", "3"]));
     assert_eq!(split, eval(&single), "two workers vs one");
     // An out-of-range index is refused.
-    let e = fails(&score_args(&model, data, &single, &["--shard-index", "2", "--shard-count", "2"]));
-    assert!(e.contains("--shard-index 2") && e.contains("--shard-count 2"), "{e}");
+    let e = fails(&score_args(&model, data, &single, &["--index", "2", "--shard-count", "2"]));
+    assert!(e.contains("--index 2") && e.contains("--shard-count 2"), "{e}");
     // The same run id for different work is refused.
-    let e = fails(&score_args(&model, data, &out, &["--rows-per-unit", "5", "--run-id", "nightly-1"]));
-    assert!(e.contains("nightly-1") && e.contains("--run-id"), "{e}");
+    let e = fails(&score_args(&model, data, &out, &["--rows-per-unit", "5", "--run", "nightly-1"]));
+    assert!(e.contains("nightly-1") && e.contains("--run"), "{e}");
 }
 
 #[test]
@@ -391,7 +391,7 @@ fn a_killed_writer_leaves_nothing_visible_and_the_rerun_equals_an_undisturbed_ru
         ok(&train_args(data().to_str().unwrap(), &model));
         let data = data().to_str().unwrap();
         let out = format!("{root}/scores");
-        let args = score_args(&model, data, &out, &["--rows-per-unit", "1", "--run-id", "r"]);
+        let args = score_args(&model, data, &out, &["--rows-per-unit", "1", "--run", "r"]);
         let mut child = Command::new(env!("CARGO_BIN_EXE_promptad"))
             .args(&args)
             .stdout(Stdio::null())
@@ -415,7 +415,7 @@ fn a_killed_writer_leaves_nothing_visible_and_the_rerun_equals_an_undisturbed_ru
 
         ok(&args);
         let undisturbed = format!("{root}/undisturbed");
-        ok(&score_args(&model, data, &undisturbed, &["--rows-per-unit", "1", "--run-id", "r"]));
+        ok(&score_args(&model, data, &undisturbed, &["--rows-per-unit", "1", "--run", "r"]));
         assert_eq!(eval(&out), eval(&undisturbed));
         assert_eq!(sql_count(&out, "SELECT COUNT(*) FROM scores") as usize, test_images());
     }

@@ -5,10 +5,20 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::artifact::Backbone;
+use crate::artifact::{checkpoint_backbone, random_backbone, Backbone};
 use crate::clip::{Clip, Precision};
-use crate::pipeline::demo::{checkpoint_backbone, random_backbone};
-use crate::runtime;
+use crate::runtime::checked_device;
+
+/// Where the model runs: the flags every command that runs a model shares.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArgs {
+    /// cpu, cuda, cuda:N, or auto (the first GPU if any).
+    #[arg(long, default_value = "auto", env = "PROMPTAD_DEVICE")]
+    pub device: String,
+    /// Weight and activation precision; fp32 is the reference.
+    #[arg(long, default_value = "fp32", env = "PROMPTAD_PRECISION")]
+    pub precision: Precision,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct BackboneArgs {
@@ -24,33 +34,23 @@ pub struct BackboneArgs {
     /// pipeline where no weights exist; detection is then far from PromptAD's).
     #[arg(long, value_name = "SEED", conflicts_with = "weights")]
     pub random_init: Option<u64>,
-    /// cpu, cuda, cuda:N, or auto (the first GPU if any).
-    #[arg(long, default_value = "auto", env = "PROMPTAD_DEVICE")]
-    pub device: String,
-    /// Weight and activation precision; fp32 is the reference.
-    #[arg(long, default_value = "fp32", env = "PROMPTAD_PRECISION")]
-    pub precision: Precision,
+    #[command(flatten)]
+    pub runtime: DeviceArgs,
 }
 
 impl BackboneArgs {
     /// Checks libtorch and the device, then loads the backbone the flags name. `checksum` records
     /// the SHA-256 of a checkpoint (what an artifact must name; a few seconds for 833 MB).
     pub fn load(&self, checksum: bool) -> Result<(Clip, Backbone)> {
-        let device = checked_device(&self.device)?;
+        let device = checked_device(&self.runtime.device)?;
         match (&self.weights, self.random_init) {
-            (Some(weights), _) => checkpoint_backbone(&self.model_config, weights, device, self.precision, checksum),
-            (None, Some(seed)) => random_backbone(seed, device),
+            (Some(weights), _) => {
+                Ok(checkpoint_backbone(&self.model_config, weights, device, self.runtime.precision, checksum)?)
+            }
+            (None, Some(seed)) => Ok(random_backbone(seed, device)?),
             (None, None) => {
                 bail!("no backbone: pass --weights FILE (an OpenCLIP safetensors checkpoint) or --random-init SEED")
             }
         }
     }
-}
-
-/// libtorch version check, device parsing and the start-up self-test on that device.
-pub fn checked_device(name: &str) -> Result<tch::Device> {
-    runtime::check_libtorch()?;
-    let device = runtime::parse_device(name)?;
-    runtime::self_test(device)?;
-    Ok(device)
 }

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::backbone::BackboneArgs;
+use super::values::ReportFormat;
 use crate::data::synth::SynthConfig;
 use crate::detect::DetectConfig;
 use crate::pipeline::demo::{mean, run_demo, table, DemoOptions, CHANCE};
@@ -48,12 +49,15 @@ pub struct DemoArgs {
     pub overwrite: bool,
     #[command(flatten)]
     pub backbone: BackboneArgs,
-    /// Print the results as JSON instead of a table.
-    #[arg(long)]
+    /// table (for reading) or json (the results as one JSON object).
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+    /// Same as --format json (kept for one release).
+    #[arg(long, hide = true)]
     pub json: bool,
 }
 
-pub fn run(mut args: DemoArgs) -> Result<ExitCode> {
+pub fn run(mut args: DemoArgs, stop: &crate::stop::StopToken) -> Result<ExitCode> {
     if args.backbone.weights.is_none() && args.backbone.random_init.is_none() {
         args.backbone.random_init = Some(args.seed);
     }
@@ -78,13 +82,13 @@ pub fn run(mut args: DemoArgs) -> Result<ExitCode> {
         overwrite: args.overwrite,
     };
     let bar = super::progress_bar(0, "demo");
-    let results = run_demo(&options, &clip, &backbone, |step| {
+    let results = run_demo(&options, &clip, &backbone, stop, |step| {
         bar.set_message(step.to_string());
         bar.tick();
         tracing::info!(step, "demo");
     })?;
     bar.finish_and_clear();
-    if args.json {
+    if args.format.or_json(args.json) == ReportFormat::Json {
         println!(
             "{}",
             serde_json::to_string_pretty(

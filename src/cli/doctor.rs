@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
+use super::values::ReportFormat;
 use crate::runtime;
 
 /// Check that this machine can run promptad.
@@ -15,8 +16,11 @@ use crate::runtime;
 /// Exits 0 when everything passes, 1 otherwise, printing what to fix.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// Print the report as one JSON object instead of text.
-    #[arg(long)]
+    /// table (for reading) or json (the report as one JSON object).
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+    /// Same as --format json (kept for one release).
+    #[arg(long, hide = true)]
     pub json: bool,
 }
 
@@ -33,7 +37,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
         Vec::new()
     };
     let ok = version.is_ok() && self_tests.iter().all(|(_, r)| r.is_ok());
-    if args.json {
+    if args.format.or_json(args.json) == ReportFormat::Json {
         let report = serde_json::json!({
             "ok": ok,
             "promptad": env!("CARGO_PKG_VERSION"),

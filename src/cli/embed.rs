@@ -27,8 +27,8 @@ pub struct EmbedArgs {
     #[arg(long = "text", value_name = "TEXT", num_args = 1..)]
     pub texts: Vec<String>,
     /// Output file (.safetensors).
-    #[arg(long, short)]
-    pub output: PathBuf,
+    #[arg(long, short, alias = "output")]
+    pub out: PathBuf,
     /// Vision blocks (0-based) whose original-path tokens are written as memory taps.
     #[arg(long, value_delimiter = ',', default_value = "3,8")]
     pub taps: Vec<usize>,
@@ -43,9 +43,9 @@ pub struct EmbedArgs {
 pub fn run(args: EmbedArgs) -> Result<ExitCode> {
     anyhow::ensure!(!args.images.is_empty() || !args.texts.is_empty(), "nothing to embed: give --image and/or --text");
     anyhow::ensure!(
-        args.output.extension().and_then(|e| e.to_str()) == Some("safetensors"),
-        "--output {} must end in .safetensors",
-        args.output.display()
+        args.out.extension().and_then(|e| e.to_str()) == Some("safetensors"),
+        "--out {} must end in .safetensors",
+        args.out.display()
     );
     let started = std::time::Instant::now();
     let (clip, backbone) = args.backbone.load(false)?;
@@ -76,8 +76,8 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
         ("taps".to_string(), serde_json::to_string(&args.taps)?),
         ("logit_scale".to_string(), clip.logit_scale_raw().to_string()),
     ]);
-    write_safetensors(&embeddings, metadata, &args.output)?;
-    tracing::info!(output = %args.output.display(), images = args.images.len(), texts = args.texts.len(),
+    write_safetensors(&embeddings, metadata, &args.out)?;
+    tracing::info!(output = %args.out.display(), images = args.images.len(), texts = args.texts.len(),
         seconds = started.elapsed().as_secs_f64(), "embeddings written");
     Ok(ExitCode::SUCCESS)
 }

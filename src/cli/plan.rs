@@ -5,15 +5,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde::Serialize;
 
+use super::values::ReportFormat;
 use crate::data::dataset::Dataset;
-use crate::pipeline::score::worker_range;
+use crate::exit;
+use crate::run::worker_range;
 use crate::spec::plan::{Plan, UnitRange};
 use crate::spec::{Problem, Spec};
 use crate::store::Location;
-use crate::worker::{self, exit};
 
 /// Validate a run spec and print its work items (what each Job index does).
 ///
@@ -27,8 +28,9 @@ use crate::worker::{self, exit};
 /// k, the backbone weights, the archives and the unit range each scoring worker gets, the output
 /// and artifact roots. Models not trained yet are listed, not errors.
 ///
-/// Exit codes: 0 valid (and, with --check, everything reachable); 64 invalid spec; 66 something
-/// is missing; 75 a store could not be reached.
+/// Exit codes (the table of `promptad --help`): 0 valid (and, with --check, everything
+/// reachable); 64 invalid spec; 65 or 66 something is unusable or missing; 75 a store could not
+/// be reached.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// The run spec (TOML).
@@ -37,15 +39,9 @@ pub struct PlanArgs {
     /// Also check the dataset, weights, archives and output roots through the store.
     #[arg(long)]
     pub check: bool,
-    /// text (for reading) or json (the plan as data: {spec, train: {completions, items}, score: ...}).
-    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
-    pub format: PlanFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PlanFormat {
-    Text,
-    Json,
+    /// table (for reading) or json (the plan as data: {spec, train: {completions, items}, score: ...}).
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
 }
 
 /// The plan with the result of `--check`.
@@ -68,11 +64,11 @@ struct CheckReport {
 }
 
 impl CheckReport {
-    fn fail(&mut self, key: &str, error: &anyhow::Error) {
-        let code = worker::exit_code(error);
+    fn fail(&mut self, key: &str, error: anyhow::Error) {
+        let code = super::exit_code(&error);
         // The worst problem decides: missing input over a temporary failure over the rest.
         let rank = |c: u8| match c {
-            exit::BAD_SPEC | exit::BAD_INPUT | exit::MISSING_INPUT => 3,
+            exit::BAD_CONFIG | exit::BAD_INPUT | exit::MISSING_INPUT => 3,
             exit::TEMPORARY => 2,
             _ => 1,
         };
@@ -88,15 +84,17 @@ pub fn run(args: PlanArgs) -> Result<ExitCode> {
         Ok(spec) => spec,
         Err(e) => {
             eprintln!("error: {e}");
-            return Ok(ExitCode::from(exit::BAD_SPEC));
+            return Ok(ExitCode::from(exit::BAD_CONFIG));
         }
     };
     let mut plan = spec.plan();
     let check = args.check.then(|| check(&spec, &mut plan));
     let code = check.as_ref().map_or(exit::OK, |c| c.code);
     let text = match args.format {
-        PlanFormat::Json => format!("{}\n", serde_json::to_string_pretty(&CheckedPlan { plan, check: check.clone() })?),
-        PlanFormat::Text => {
+        ReportFormat::Json => {
+            format!("{}\n", serde_json::to_string_pretty(&CheckedPlan { plan, check: check.clone() })?)
+        }
+        ReportFormat::Table => {
             let mut text = plan.to_text();
             if let Some(check) = &check {
                 text.push('\n');
@@ -128,15 +126,15 @@ fn check(spec: &Spec, plan: &mut Plan) -> CheckReport {
     let run = &spec.run;
     let max_k = run.train.shots.iter().copied().max().unwrap_or(1);
     match Dataset::open(&run.dataset.url) {
-        Err(e) => report.fail("dataset.url", &e),
+        Err(e) => report.fail("dataset.url", e.into()),
         Ok(dataset) => match dataset.categories() {
-            Err(e) => report.fail("dataset.url", &e),
+            Err(e) => report.fail("dataset.url", e.into()),
             Ok(available) => {
                 for category in &spec.categories {
                     if !available.contains(category) {
                         report.fail(
                             "dataset.categories",
-                            &anyhow::Error::from(worker::WorkerError::MissingCategory {
+                            anyhow::Error::from(crate::worker::WorkerError::MissingCategory {
                                 category: category.clone(),
                                 data: run.dataset.url.clone(),
                                 available: available.join(", "),
@@ -147,14 +145,14 @@ fn check(spec: &Spec, plan: &mut Plan) -> CheckReport {
                     match dataset.train_good(category) {
                         Ok(good) if good.len() < max_k => report.fail(
                             "train.shots",
-                            &anyhow::Error::from(crate::data::DataError::NotEnoughShots {
+                            anyhow::Error::from(crate::data::DataError::NotEnoughShots {
                                 category: category.clone(),
                                 k: max_k,
                                 available: good.len(),
                             }),
                         ),
                         Ok(_) => {}
-                        Err(e) => report.fail(&format!("dataset ({category})"), &e),
+                        Err(e) => report.fail(&format!("dataset ({category})"), e.into()),
                     }
                 }
             }
@@ -168,15 +166,15 @@ fn check(spec: &Spec, plan: &mut Plan) -> CheckReport {
             Ok(Some(size)) => report.notes.push(format!("backbone weights {url}: {:.1} MB", size as f64 / 1e6)),
             Ok(None) => report.fail(
                 "backbone.weights",
-                &anyhow::Error::from(crate::store::StoreError::NotFound { url: url.clone() })
+                anyhow::Error::from(crate::store::StoreError::NotFound { url: url.clone() })
                     .context("upload the OpenCLIP safetensors checkpoint there (README: Running on Kubernetes)"),
             ),
-            Err(e) => report.fail("backbone.weights", &e.into()),
+            Err(e) => report.fail("backbone.weights", e.into()),
         }
     }
     for (key, url) in [("train.artifacts", &run.train.artifacts), ("score.out", &run.score.out)] {
         if let Err(e) = Location::parse(url).and_then(|l| l.check_reachable()) {
-            report.fail(key, &e.into());
+            report.fail(key, e.into());
         }
     }
     let mut missing_models = 0;
@@ -185,7 +183,7 @@ fn check(spec: &Spec, plan: &mut Plan) -> CheckReport {
             Ok(true) => {}
             Ok(false) => missing_models += 1,
             Err(e) => {
-                report.fail("train.artifacts", &e.into());
+                report.fail("train.artifacts", e.into());
                 break;
             }
         }
@@ -205,7 +203,7 @@ fn check(spec: &Spec, plan: &mut Plan) -> CheckReport {
         let dataset = match Dataset::open(&archive.url) {
             Ok(d) => d,
             Err(e) => {
-                report.fail(&key, &e);
+                report.fail(&key, e.into());
                 continue;
             }
         };
@@ -214,7 +212,7 @@ fn check(spec: &Spec, plan: &mut Plan) -> CheckReport {
             if !units_of.contains_key(&item.category) {
                 let units = dataset.test_units(&item.category, run.score.rows_per_unit);
                 if let Err(e) = &units {
-                    report.fail(&key, &anyhow::anyhow!("{e:#}"));
+                    report.fail(&key, anyhow::anyhow!("{e:#}"));
                 }
                 units_of.insert(item.category.clone(), units.ok());
             }

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::exit::{self, Retry};
 use crate::spec::plan::{model_run_id, resolve_run_id, JOB_NAME_ENV};
 use crate::spec::Spec;
-use crate::worker::{self, exit};
 
 /// Rehearse a run spec here, as a cluster would run it: every work item its own process.
 ///
@@ -22,7 +22,7 @@ use crate::worker::{self, exit};
 /// `promptad eval` over each archive's run of each model.
 ///
 /// Failed work items are handled as the Kubernetes manifests' podFailurePolicy handles pods: a
-/// permanent exit code (2, 64, 65, 66) fails the index at once; 143 (stopped by SIGTERM) is
+/// permanent exit code (2, 64, 65, 66; see `promptad --help`) fails the index at once; 143 (stopped by SIGTERM) is
 /// retried without counting; anything else, a killed process included, is retried up to
 /// --backoff-limit-per-index times. Nothing done is redone (trained models are kept, committed
 /// units are skipped), so after a failure the same command continues where the run stopped.
@@ -44,8 +44,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub backoff_limit_per_index: usize,
     /// The scoring run id [default: the spec's score.run_id]; each model's run is <id>-k<k>-seed<s>.
-    #[arg(long, value_name = "ID")]
-    pub run_id: Option<String>,
+    #[arg(long, alias = "run-id", value_name = "ID")]
+    pub run: Option<String>,
 }
 
 /// Starts of one index stopped by SIGTERM after which the rehearsal gives up on it anyway.
@@ -75,9 +75,6 @@ struct Failed {
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
-    if !args.local {
-        bail!("only --local is implemented: on a cluster apply an overlay of k8s/ (README: Running on Kubernetes)");
-    }
     let spec = Spec::load(&args.spec)?;
     let plan = spec.plan();
     let exe = std::env::current_exe().context("cannot find the promptad binary to start workers with")?;
@@ -85,13 +82,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let job_name = format!("promptad-{stem}");
     // Resolve the run ids before starting anything: a placeholder that cannot be resolved here
     // would fail every scoring worker the same way.
-    let base = args.run_id.clone().unwrap_or_else(|| spec.run.score.run_id.clone());
+    let base = args.run.clone().unwrap_or_else(|| spec.run.score.run_id.clone());
     let mut evals: Vec<(String, String)> = Vec::new();
     for item in &plan.score.items {
         let id =
             resolve_run_id(&model_run_id(&base, crate::spec::ModelRef { k: item.k, seed: item.seed }), Some(&job_name))
                 .context(
-                    "the local rehearsal names its Jobs promptad-<spec name>, which has no CronJob date; pass --run-id",
+                    "the local rehearsal names its Jobs promptad-<spec name>, which has no CronJob date; pass --run",
                 )?;
         if !evals.contains(&(item.out.clone(), id.clone())) {
             evals.push((item.out.clone(), id));
@@ -121,8 +118,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     );
     if failed.is_empty() {
         let mut extra = Vec::new();
-        if let Some(id) = &args.run_id {
-            extra = vec!["--run-id".to_string(), id.clone()];
+        if let Some(id) = &args.run {
+            extra = vec!["--run".to_string(), id.clone()];
         }
         let score_tasks = plan
             .score
@@ -271,20 +268,20 @@ enum Verdict {
     Retry,
 }
 
-fn verdict(status: &ExitStatus) -> (Verdict, &'static str) {
+fn verdict(status: &ExitStatus) -> (Verdict, String) {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
-        (Some(0), _) => (Verdict::Done, worker::describe(exit::OK)),
-        (Some(code), _) if worker::PERMANENT.contains(&(code as u8)) => {
-            (Verdict::FailIndex, worker::describe(code as u8))
+        (Some(0), _) => (Verdict::Done, exit::describe(exit::OK)),
+        (Some(code), _) if exit::codes(Retry::Never).contains(&(code as u8)) => {
+            (Verdict::FailIndex, exit::describe(code as u8))
         }
-        (Some(code), _) if worker::NOT_COUNTED.contains(&(code as u8)) => {
-            (Verdict::RetryUncounted, worker::describe(code as u8))
+        (Some(code), _) if exit::codes(Retry::NotCounted).contains(&(code as u8)) => {
+            (Verdict::RetryUncounted, exit::describe(code as u8))
         }
-        (Some(code), _) => (Verdict::Retry, worker::describe(code as u8)),
+        (Some(code), _) => (Verdict::Retry, exit::describe(code as u8)),
         // Killed by SIGTERM before its handler was in place: stopped, like a preempted pod.
-        (None, Some(15)) => (Verdict::RetryUncounted, "killed by SIGTERM: retried without counting"),
-        (None, _) => (Verdict::Retry, "killed by a signal: retried"),
+        (None, Some(15)) => (Verdict::RetryUncounted, "killed by SIGTERM: retried without counting".into()),
+        (None, _) => (Verdict::Retry, "killed by a signal: retried".into()),
     }
 }
 

@@ -6,16 +6,16 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::backbone::checked_device;
+use super::backbone::DeviceArgs;
 use crate::artifact::Artifact;
-use crate::clip::Precision;
 use crate::data::dataset::Dataset;
 use crate::data::prepare::Compat;
 use crate::detect::Guidance;
-use crate::pipeline::score::{score_category, ScoreOptions, ScoreSummary};
+use crate::pipeline::score::{score_category, ScoreError, ScoreOptions, ScoreSummary};
 use crate::spec::{Spec, SpecError};
+use crate::stop::StopToken;
 use crate::store::Location;
-use crate::worker::{self, WorkerError};
+use crate::worker;
 
 /// Score a dataset with a trained model: scores, maps and metric statistics as Parquet.
 ///
@@ -30,19 +30,19 @@ use crate::worker::{self, WorkerError};
 /// redoes the rest; --overwrite redoes everything.
 ///
 /// Every location is a URL: a local path, file:///path or s3://bucket/prefix (S3 settings from
-/// the AWS_* environment). For Kubernetes Indexed Jobs, --shard-index/--shard-count give each
+/// the AWS_* environment). For Kubernetes Indexed Jobs, --index/--shard-count give each
 /// worker a contiguous range of the units.
 ///
 /// Prints image AUROC, pixel AUROC and AUPRO of what it scored when the split has both labels.
 ///
 /// Worker mode (a pod of the scoring Job or the nightly CronJob): --spec SPEC --index N scores
 /// work item N of a run spec (see `promptad plan SPEC`): one worker's range of the units of one
-/// (archive, category, model); the index defaults to JOB_COMPLETION_INDEX, --run-id replaces the
-/// spec's score.run_id. SIGTERM stops it between batches (the unit in progress is abandoned,
-/// nothing partial is visible). Exit codes: 0 done, 1 unexpected (retry), 64 bad spec or index,
-/// 65 bad input data (undecodable images), 66 input missing (model, data), 75 store unreachable
-/// (retry), 143 stopped by SIGTERM (retry).
+/// (archive, category, model); the index defaults to JOB_COMPLETION_INDEX, --run replaces the
+/// spec's score.run_id. In both modes SIGTERM stops scoring between batches (the unit in
+/// progress is abandoned, nothing partial is visible), and the exit code tells a retryable
+/// failure from a permanent one (see below).
 #[derive(Debug, Args)]
+#[command(after_long_help = crate::exit::help_text())]
 pub struct ScoreArgs {
     /// Model artifact URL (written by `promptad train`).
     #[arg(long, env = "PROMPTAD_MODEL", value_name = "URL", required_unless_present = "spec")]
@@ -59,12 +59,13 @@ pub struct ScoreArgs {
     /// Run id [default: a digest of the data URL and the scoring options, so the same command
     /// continues the same run; every category scored that way joins it]. Nightly re-scoring
     /// passes e.g. the date.
-    #[arg(long, env = "PROMPTAD_RUN_ID")]
-    pub run_id: Option<String>,
-    /// This worker's index among --shard-count workers (0-based) [default: JOB_COMPLETION_INDEX,
-    /// else 0].
-    #[arg(long, env = "JOB_COMPLETION_INDEX", default_value_t = 0)]
-    pub shard_index: usize,
+    #[arg(long, env = "PROMPTAD_RUN_ID", alias = "run-id", value_name = "ID")]
+    pub run: Option<String>,
+    /// The work of this process: with --spec, the work item of the run spec; without, this
+    /// worker's index among --shard-count workers (0-based) [default: JOB_COMPLETION_INDEX, set in
+    /// every pod of an Indexed Job; else 0 without --spec].
+    #[arg(long, env = "JOB_COMPLETION_INDEX", alias = "shard-index", value_name = "N")]
+    pub index: Option<usize>,
     /// Number of workers the units are split over.
     #[arg(long, env = "PROMPTAD_SHARD_COUNT", default_value_t = 1)]
     pub shard_count: usize,
@@ -74,12 +75,8 @@ pub struct ScoreArgs {
     /// The backbone checkpoint, if it moved since training (its SHA-256 must match the model's).
     #[arg(long, env = "PROMPTAD_WEIGHTS", value_name = "FILE")]
     pub weights: Option<PathBuf>,
-    /// cpu, cuda, cuda:N, or auto.
-    #[arg(long, default_value = "auto", env = "PROMPTAD_DEVICE")]
-    pub device: String,
-    /// Weight and activation precision; fp32 is the reference.
-    #[arg(long, default_value = "fp32", env = "PROMPTAD_PRECISION")]
-    pub precision: Precision,
+    #[command(flatten)]
+    pub runtime: DeviceArgs,
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
@@ -101,23 +98,21 @@ pub struct ScoreArgs {
     #[arg(long, env = "PROMPTAD_SPEC", value_name = "SPEC",
           conflicts_with_all = ["category", "shard_count", "rows_per_unit", "batch_size", "compat", "guidance", "skip_bad"])]
     pub spec: Option<PathBuf>,
-    /// Worker mode: the work item [default: JOB_COMPLETION_INDEX, set in every pod of an Indexed Job].
-    #[arg(long, env = "JOB_COMPLETION_INDEX", value_name = "N")]
-    pub index: Option<usize>,
 }
 
-pub fn run(args: ScoreArgs) -> Result<ExitCode> {
+pub fn run(args: ScoreArgs, stop: &StopToken) -> Result<ExitCode> {
     if let Some(spec) = &args.spec {
-        return Ok(worker_mode(spec, args.index, args.run_id.as_deref(), args.overwrite));
+        worker_mode(spec, args.index, args.run.as_deref(), args.overwrite, stop)?;
+        return Ok(ExitCode::SUCCESS);
     }
     let (Some(model), Some(data), Some(out)) = (args.model.clone(), args.data.clone(), args.out.clone()) else {
         bail!("--model, --data and --out are required (or --spec SPEC --index N for a work item of a run spec)");
     };
-    let device = checked_device(&args.device)?;
+    let device = crate::runtime::checked_device(&args.runtime.device)?;
     let artifact = Artifact::read(&Location::parse(&model)?)?;
     let dataset = Dataset::open(&data)?;
     let out = Location::parse(&out)?;
-    let clip = artifact.manifest.backbone.load(args.weights.as_deref(), device, args.precision)?;
+    let clip = artifact.manifest.backbone.load(args.weights.as_deref(), device, args.runtime.precision)?;
     let category = args.category.clone().unwrap_or_else(|| artifact.manifest.category.key.clone());
     let mut detect = artifact.manifest.detect.clone();
     if let Some(guidance) = args.guidance {
@@ -130,32 +125,33 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         skip_bad: args.skip_bad,
         overwrite: args.overwrite,
         rows_per_unit: args.rows_per_unit,
-        shard: (args.shard_index, args.shard_count),
-        run_id: args.run_id.clone(),
+        shard: (args.index.unwrap_or(0), args.shard_count),
+        run_id: args.run.clone(),
     };
-    let summary = score_category(&artifact, &clip, detect, &dataset, &category, &out, &options, |n| bar.inc(n as u64))?;
+    let summary =
+        score_category(&artifact, &clip, detect, &dataset, &category, &out, &options, stop, |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
-    Ok(if report(&category, &summary) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    report(&category, &summary)?;
+    Ok(ExitCode::SUCCESS)
 }
 
-/// `--spec SPEC --index N`: one work item; errors become the documented exit codes.
-fn worker_mode(spec: &Path, index: Option<usize>, run_id: Option<&str>, overwrite: bool) -> ExitCode {
-    let result = (|| -> Result<()> {
-        let index = index.ok_or_else(|| SpecError::NoIndex { path: spec.to_path_buf() })?;
-        worker::handle_sigterm()?;
-        let spec = Spec::load(spec)?;
-        let (item, summary) = worker::run_score(&spec, index, run_id, overwrite, |_| {})?;
-        print!("index {index}: archive {} worker {}/{}: ", item.archive, item.worker, item.workers);
-        if !report(&item.category, &summary) {
-            return Err(WorkerError::BadImages { count: summary.skipped.len() }.into());
-        }
-        Ok(())
-    })();
-    worker::finish(result)
+/// `--spec SPEC --index N`: one work item.
+fn worker_mode(
+    spec: &Path,
+    index: Option<usize>,
+    run_id: Option<&str>,
+    overwrite: bool,
+    stop: &StopToken,
+) -> Result<()> {
+    let index = index.ok_or_else(|| SpecError::NoIndex { path: spec.to_path_buf() })?;
+    let spec = Spec::load(spec)?;
+    let (item, summary) = worker::run_score(&spec, index, run_id, overwrite, stop, |_| {})?;
+    print!("index {index}: archive {} worker {}/{}: ", item.archive, item.worker, item.workers);
+    Ok(report(&item.category, &summary)?)
 }
 
-/// Prints what a scoring call did; false when images were skipped.
-fn report(category: &str, summary: &ScoreSummary) -> bool {
+/// Prints what a scoring call did; skipped images make it an error (the run is not clean).
+fn report(category: &str, summary: &ScoreSummary) -> Result<(), ScoreError> {
     println!(
         "{category}: run {}: {} images in {} units scored, {} units already committed; run {} ({})",
         summary.run_id,
@@ -184,10 +180,10 @@ fn report(category: &str, summary: &ScoreSummary) -> bool {
     }
     if !summary.skipped.is_empty() {
         eprintln!("{} image(s) skipped (recorded in the scores table with their error):", summary.skipped.len());
-        for (id, error) in &summary.skipped {
-            eprintln!("  {id}: {error}");
+        for skipped in &summary.skipped {
+            eprintln!("  {}: {}", skipped.image_id, skipped.error);
         }
-        return false;
+        return Err(ScoreError::ImagesSkipped { count: summary.skipped.len() });
     }
-    true
+    Ok(())
 }

@@ -25,8 +25,11 @@ use crate::data::synth::{self, SynthConfig};
 #[derive(Debug, Args)]
 pub struct SynthArgs {
     /// Output directory (created if missing; must be empty unless --overwrite).
-    #[arg(value_name = "OUT_DIR")]
-    pub out_dir: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "out_dir")]
+    pub out: Option<PathBuf>,
+    /// The output directory as a positional argument (the old spelling, kept for one release).
+    #[arg(value_name = "OUT_DIR", hide = true, conflicts_with = "out")]
+    pub out_dir: Option<PathBuf>,
     /// Seed of everything random.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -52,6 +55,11 @@ pub struct SynthArgs {
 }
 
 impl SynthArgs {
+    /// The output directory, from --out or the old positional.
+    pub fn out(&self) -> &std::path::Path {
+        self.out.as_deref().or(self.out_dir.as_deref()).expect("clap requires --out or OUT_DIR")
+    }
+
     /// The library config these flags describe.
     pub fn config(&self) -> SynthConfig {
         let defaults = SynthConfig::default();
@@ -72,9 +80,9 @@ pub fn run(args: SynthArgs) -> Result<ExitCode> {
     let total = synth::planned_images(&config)?;
     let started = std::time::Instant::now();
     let bar = super::progress_bar(total as u64, "generating images");
-    let result = synth::generate(&config, &args.out_dir, || bar.inc(1));
+    let result = synth::generate(&config, args.out(), || bar.inc(1));
     bar.finish_and_clear();
-    let summary = result.with_context(|| format!("generating the synthetic dataset in {}", args.out_dir.display()))?;
+    let summary = result.with_context(|| format!("generating the synthetic dataset in {}", args.out().display()))?;
     for cat in &summary.categories {
         let defects: Vec<String> = cat.defects.iter().map(|d| format!("{} {}", d.defect_type, d.count)).collect();
         let lo = cat.defects.iter().filter_map(|d| d.min_area_fraction).fold(f64::INFINITY, f64::min);
@@ -93,10 +101,10 @@ pub fn run(args: SynthArgs) -> Result<ExitCode> {
             cat.test_defective(),
             defects.join(", "),
             area,
-            args.out_dir.join(&cat.name).display()
+            args.out().join(&cat.name).display()
         );
     }
-    tracing::info!(out_dir = %args.out_dir.display(), images = total, categories = summary.categories.len(),
+    tracing::info!(out_dir = %args.out().display(), images = total, categories = summary.categories.len(),
         seconds = started.elapsed().as_secs_f64(), "synthetic dataset written");
     Ok(ExitCode::SUCCESS)
 }

@@ -14,6 +14,7 @@ use crate::pipeline::train::{train_category, TrainJob};
 use crate::prompt::learner::PromptConfig;
 use crate::prompt::train::{Head, TrainConfig};
 use crate::spec::{Spec, SpecError};
+use crate::stop::StopToken;
 use crate::store::Location;
 use crate::worker::{self, TrainOutcome};
 
@@ -31,10 +32,11 @@ use crate::worker::{self, TrainOutcome};
 /// Worker mode (a pod of the training Job): --spec SPEC --index N trains work item N of a run
 /// spec (see `promptad plan SPEC`); the index defaults to JOB_COMPLETION_INDEX. The spec then
 /// decides everything else, the flags above are not used. A model that is already there is not
-/// trained again (unless --overwrite), and the exit code tells a retryable failure from a
-/// permanent one: 0 done, 1 unexpected (retry), 64 bad spec or index, 65 bad input data,
-/// 66 input missing, 75 store unreachable (retry), 143 stopped by SIGTERM (retry).
+/// trained again (unless --overwrite). SIGTERM stops training between steps, before anything is
+/// written. The exit code tells a retryable failure from a permanent one, in both modes alike
+/// (see `promptad --help`).
 #[derive(Debug, Args)]
+#[command(after_long_help = crate::exit::help_text())]
 pub struct TrainArgs {
     /// Dataset URL: folders (<DATA>/<category>/train/good/*.png ...) or image shards.
     #[arg(long, env = "PROMPTAD_DATA", value_name = "URL", required_unless_present = "spec")]
@@ -95,23 +97,23 @@ pub struct TrainArgs {
     pub index: Option<usize>,
 }
 
-pub fn run(args: TrainArgs) -> Result<ExitCode> {
+pub fn run(args: TrainArgs, stop: &StopToken) -> Result<ExitCode> {
     if let Some(spec) = &args.spec {
-        return Ok(worker_mode(spec, args.index, args.overwrite));
+        worker_mode(spec, args.index, args.overwrite, stop)?;
+        return Ok(ExitCode::SUCCESS);
     }
     let (Some(data), Some(category)) = (args.data.clone(), args.category.clone()) else {
         bail!("--data and --category are required (or --spec SPEC --index N for a work item of a run spec)");
     };
-    flag_mode(args, data, category)
+    flag_mode(args, data, category, stop)
 }
 
-/// `--spec SPEC --index N`: one work item; errors become the documented exit codes.
-fn worker_mode(spec: &Path, index: Option<usize>, overwrite: bool) -> ExitCode {
-    let result = (|| -> Result<()> {
+/// `--spec SPEC --index N`: one work item.
+fn worker_mode(spec: &Path, index: Option<usize>, overwrite: bool, stop: &StopToken) -> Result<()> {
+    {
         let index = index.ok_or_else(|| SpecError::NoIndex { path: spec.to_path_buf() })?;
-        worker::handle_sigterm()?;
         let spec = Spec::load(spec)?;
-        let (item, outcome) = worker::run_train(&spec, index, overwrite, |head, step, loss| {
+        let (item, outcome) = worker::run_train(&spec, index, overwrite, stop, |head, step, loss| {
             if step % 20 == 0 {
                 tracing::debug!(head = ?head, step, loss, "training");
             }
@@ -127,11 +129,10 @@ fn worker_mode(spec: &Path, index: Option<usize>, overwrite: bool) -> ExitCode {
             ),
         }
         Ok(())
-    })();
-    worker::finish(result)
+    }
 }
 
-fn flag_mode(args: TrainArgs, data: String, category: String) -> Result<ExitCode> {
+fn flag_mode(args: TrainArgs, data: String, category: String, stop: &StopToken) -> Result<ExitCode> {
     let (clip, backbone) = args.backbone.load(true)?;
     let prompts = |base: PromptConfig| PromptConfig {
         manual_anomaly: !args.no_manual_prompts,
@@ -156,7 +157,7 @@ fn flag_mode(args: TrainArgs, data: String, category: String) -> Result<ExitCode
         &args.out.clone().unwrap_or_else(|| format!("models/{}", default_rel(&dataset, &category, job.k, args.seed))),
     )?;
     let bar = super::progress_bar(2 * job.train.steps as u64, &format!("training {category}"));
-    let manifest = train_category(&job, &clip, backbone, &out, args.overwrite, |head, step, loss| {
+    let manifest = train_category(&job, &clip, backbone, &out, args.overwrite, stop, |head, step, loss| {
         bar.inc(1);
         if step % 20 == 0 || step + 1 == job.train.steps {
             tracing::debug!(head = ?head, step, loss, "training");

@@ -18,13 +18,30 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use tch::{Kind, Tensor};
 
 use super::preprocess::{read_rgb, to_normalized_tensor};
 use super::tokenizer::Tokenizer;
-use super::Clip;
+use super::{Clip, ClipError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error(transparent)]
+    Clip(#[from] ClipError),
+    #[error("the text tower failed: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("cannot encode the embeddings as safetensors: {0}")]
+    Encode(#[from] safetensors::SafeTensorError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type Result<T, E = EmbedError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
 pub struct EmbedRequest {
@@ -134,10 +151,10 @@ pub fn write_safetensors(embeddings: &Embeddings, metadata: HashMap<String, Stri
         .map(|(name, dtype, shape, bytes)| Ok((name.clone(), TensorView::new(*dtype, shape.clone(), bytes)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create output folder {}", dir.display()))?;
-    let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
-    safetensors::serialize_to_file(views, Some(metadata), tmp.path())
-        .with_context(|| format!("cannot write embeddings to {}", tmp.path().display()))?;
-    tmp.persist(path).with_context(|| format!("cannot move embeddings into place at {}", path.display()))?;
+    let write = |source| EmbedError::Write { path: path.to_path_buf(), source };
+    std::fs::create_dir_all(dir).map_err(write)?;
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(write)?;
+    safetensors::serialize_to_file(views, Some(metadata), tmp.path())?;
+    tmp.persist(path).map_err(|e| write(e.error))?;
     Ok(())
 }

@@ -4,13 +4,14 @@
 
 use std::collections::HashMap;
 
-use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
 
 use super::folder::{list_categories, scan_category, Sample, Split};
 use super::shard::{list_shards, ImageRecord, ShardInfo, ShardReader, SHARD_LIST};
 use super::DataError;
 use crate::store::Location;
+
+type Result<T, E = DataError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
 pub enum Dataset {
@@ -47,7 +48,7 @@ impl Dataset {
             return Ok(Self::Shards(root));
         }
         if folders.is_empty() {
-            return Err(DataError::NoDataset { url: root.url().to_string() }.into());
+            return Err(DataError::NoDataset { url: root.url().to_string() });
         }
         Ok(Self::Folder(root))
     }
@@ -70,10 +71,9 @@ impl Dataset {
         })
     }
 
-    fn unknown_category(&self, category: &str) -> anyhow::Error {
+    fn unknown_category(&self, category: &str) -> DataError {
         let available = self.categories().map(|c| c.join(", ")).unwrap_or_default();
         DataError::UnknownCategory { root: self.location().url().to_string(), category: category.into(), available }
-            .into()
     }
 
     /// The normal training images of `category` (metadata only), sorted by id.
@@ -101,9 +101,7 @@ impl Dataset {
                 }
                 samples.sort_by(|a, b| a.id.cmp(&b.id));
                 if samples.is_empty() {
-                    bail!(
-                        "the shards of {category:?} in {root} hold no normal training images (split=train, gt_label 0)"
-                    );
+                    return Err(DataError::NoTrainImages { category: category.into(), url: root.url().into() });
                 }
                 Ok(samples)
             }
@@ -134,7 +132,7 @@ impl Dataset {
                 found
                     .into_iter()
                     .zip(samples)
-                    .map(|(r, s)| r.ok_or_else(|| anyhow!("image {} vanished from the shards of {root}", s.id)))
+                    .map(|(r, s)| r.ok_or_else(|| DataError::Vanished { image: s.id.clone(), url: root.url().into() }))
                     .collect()
             }
         }

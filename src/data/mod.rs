@@ -32,4 +32,47 @@ pub enum DataError {
     UnknownShot { category: String, name: String },
     #[error("image {path}: {message}")]
     Image { path: String, message: String },
+    #[error("the shards of {category:?} in {url} hold no normal training images (split=train, gt_label 0)")]
+    NoTrainImages { category: String, url: String },
+    #[error("image {image} vanished from the shards of {url} while it was being read; was the dataset replaced?")]
+    Vanished { image: String, url: String },
+    #[error("shard {url} does not exist (was it deleted, or is the shard list stale?)")]
+    ShardMissing { url: String },
+    #[error("shard {url} is not a readable Parquet file ({source}); it may be truncated or damaged: pack it again")]
+    ShardUnreadable {
+        url: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error(
+        "shard {url} cannot be read after row {row} ({source}); it may be truncated, damaged or deleted during the run"
+    )]
+    ShardTruncated {
+        url: String,
+        row: usize,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("shard {url}: column `{column}` is {found}, expected {expected} (schemas/image_shard.json)")]
+    ShardColumn { url: String, column: String, expected: String, found: String },
+    #[error("{url} is not a shard list ({source})")]
+    BadShardList {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{url} has shard schema version {found}, this promptad reads {expected}")]
+    ShardListVersion { url: String, found: u32, expected: u32 },
+    #[error("cannot build a shard batch: {0}")]
+    ShardBatch(#[source] arrow::error::ArrowError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    #[error("rows per shard must be at least 1")]
+    NoRowsPerShard,
+    #[error("{url} already holds {what}; overwrite it to pack again")]
+    AlreadyPacked { url: String, what: String },
+    #[error("{url}: no images found (png, jpg, jpeg, bmp, tif, tiff)")]
+    NoImages { url: String },
+    #[error("{url}: no category folders with train/good images (MVTec AD / VisA layout); a folder of unlabelled images is packed as a plain category")]
+    NoCategories { url: String },
 }

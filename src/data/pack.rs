@@ -2,7 +2,6 @@
 //! ([`super::shard`]), streaming: one row group of images is in memory at a time, and the encoded
 //! bytes are copied without decoding.
 
-use anyhow::{bail, Result};
 use bytes::Bytes;
 use rayon::prelude::*;
 
@@ -11,7 +10,10 @@ use super::folder::{is_image, list_categories, scan_category, Sample, Split};
 use super::shard::{
     write_shard, ImageRecord, ShardInfo, ShardList, ROWS_PER_ROW_GROUP, SHARD_LIST, SHARD_SCHEMA_VERSION,
 };
+use super::DataError;
 use crate::store::Location;
+
+type Result<T, E = DataError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
 pub struct PackOptions {
@@ -33,19 +35,25 @@ pub fn pack(
     mut on_images: impl FnMut(usize),
 ) -> Result<ShardList> {
     if options.rows_per_shard == 0 {
-        bail!("--rows-per-shard must be at least 1");
+        return Err(DataError::NoRowsPerShard);
     }
     src.check_reachable()?;
     if dst.exists(SHARD_LIST)? {
         if !options.overwrite {
-            bail!("{} already holds image shards ({SHARD_LIST}); pass --overwrite to pack again", dst);
+            return Err(DataError::AlreadyPacked {
+                url: dst.url().into(),
+                what: format!("image shards ({SHARD_LIST})"),
+            });
         }
         dst.delete(SHARD_LIST)?;
     }
     // Shards of an earlier, interrupted or larger pack must not survive next to the new ones.
     for folder in dst.list_dirs("")?.into_iter().filter(|d| d.starts_with("category=")) {
         if !options.overwrite && !dst.list(&folder)?.is_empty() {
-            bail!("{} already holds shard files ({folder}/) but no {SHARD_LIST}: an interrupted pack? pass --overwrite to replace them", dst);
+            return Err(DataError::AlreadyPacked {
+                url: dst.url().into(),
+                what: format!("shard files ({folder}/) but no {SHARD_LIST} (an interrupted pack?)"),
+            });
         }
         dst.delete_all(&folder)?;
     }
@@ -54,7 +62,7 @@ pub fn pack(
         Some(category) => {
             let samples = plain_samples(src, category)?;
             if samples.is_empty() {
-                bail!("{src}: no images found (png, jpg, jpeg, bmp, tif, tiff)");
+                return Err(DataError::NoImages { url: src.url().into() });
             }
             shards.extend(pack_split(
                 src,
@@ -70,12 +78,16 @@ pub fn pack(
         None => {
             let available = list_categories(src)?;
             if available.is_empty() {
-                bail!("{src}: no category folders with train/good images (MVTec AD / VisA layout); for a folder of unlabelled images pass --plain-category NAME");
+                return Err(DataError::NoCategories { url: src.url().into() });
             }
             let categories = options.categories.clone().unwrap_or_else(|| available.clone());
             for category in &categories {
                 if !available.contains(category) {
-                    bail!("category {category:?} not found in {src}; available: [{}]", available.join(", "));
+                    return Err(DataError::UnknownCategory {
+                        root: src.url().into(),
+                        category: category.clone(),
+                        available: available.join(", "),
+                    });
                 }
                 let folder = scan_category(src, category)?;
                 shards.extend(pack_split(
@@ -102,7 +114,7 @@ pub fn pack(
         }
     }
     let list = ShardList { schema_version: SHARD_SCHEMA_VERSION, source: src.url().to_string(), shards };
-    dst.put(SHARD_LIST, Bytes::from(serde_json::to_vec_pretty(&list)?))?;
+    dst.put(SHARD_LIST, Bytes::from(serde_json::to_vec_pretty(&list).expect("a shard list serialises")))?;
     Ok(list)
 }
 

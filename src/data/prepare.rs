@@ -19,7 +19,7 @@ use crate::clip::preprocess::{decode_rgb, normalized_chw, resize_bicubic};
 /// The intermediate size of `CLIPDataset.__getitem__` (`cv2.resize(img, (1024, 1024))`).
 pub const DATASET_SIZE: u32 = 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compat {
     /// RGB for shots and test images alike.

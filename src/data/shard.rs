@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Int8Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
@@ -25,6 +24,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
+use super::DataError;
 use crate::sink::AtomicParquetWriter;
 use crate::store::{block_on, Location};
 
@@ -32,6 +32,8 @@ use crate::store::{block_on, Location};
 pub const SHARD_SCHEMA_VERSION: u32 = 1;
 pub const SHARD_LIST: &str = "_shards.json";
 pub const ROWS_PER_ROW_GROUP: usize = 16;
+
+type Result<T, E = DataError> = std::result::Result<T, E>;
 
 pub fn shard_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -128,7 +130,7 @@ pub fn write_shard(
 
 fn shard_batch(records: &[ImageRecord]) -> Result<RecordBatch> {
     let text = |f: fn(&ImageRecord) -> &str| Arc::new(StringArray::from_iter_values(records.iter().map(f))) as ArrayRef;
-    Ok(RecordBatch::try_new(
+    RecordBatch::try_new(
         shard_schema(),
         vec![
             text(|r| &r.image_id),
@@ -140,7 +142,8 @@ fn shard_batch(records: &[ImageRecord]) -> Result<RecordBatch> {
             Arc::new(BinaryArray::from_iter(records.iter().map(|r| r.mask.as_deref()))),
             text(|r| &r.source_uri),
         ],
-    )?)
+    )
+    .map_err(DataError::ShardBatch)
 }
 
 /// The shards under `root`: from `_shards.json` when it exists, else by listing
@@ -174,14 +177,11 @@ pub fn list_shards(root: &Location) -> Result<Vec<ShardInfo>> {
 
 pub fn read_shard_list(root: &Location) -> Result<Option<ShardList>> {
     let Some(bytes) = root.get_if_exists(SHARD_LIST)? else { return Ok(None) };
+    let url = root.url_of(SHARD_LIST);
     let list: ShardList =
-        serde_json::from_slice(&bytes).with_context(|| format!("{} is not a shard list", root.url_of(SHARD_LIST)))?;
+        serde_json::from_slice(&bytes).map_err(|source| DataError::BadShardList { url: url.clone(), source })?;
     if list.schema_version != SHARD_SCHEMA_VERSION {
-        bail!(
-            "{} has shard schema version {}, this promptad reads {SHARD_SCHEMA_VERSION}",
-            root.url_of(SHARD_LIST),
-            list.schema_version
-        );
+        return Err(DataError::ShardListVersion { url, found: list.schema_version, expected: SHARD_SCHEMA_VERSION });
     }
     Ok(Some(list))
 }
@@ -197,14 +197,12 @@ pub struct ShardReader {
 impl ShardReader {
     pub fn open(root: &Location, shard: &str, batch_rows: usize, with_bytes: bool) -> Result<Self> {
         let url = root.url_of(shard);
-        let meta = root
-            .head(shard)?
-            .ok_or_else(|| anyhow!("shard {url} does not exist (was it deleted, or is the shard list stale?)"))?;
+        let meta = root.head(shard)?.ok_or_else(|| DataError::ShardMissing { url: url.clone() })?;
         let reader = ParquetObjectReader::new(root.store(), root.path(shard)).with_file_size(meta.size);
         let stream = block_on(async {
             let builder = ParquetRecordBatchStreamBuilder::new(reader)
                 .await
-                .map_err(|e| anyhow!("shard {url} is not a readable Parquet file ({e}); it may be truncated or damaged: re-run `promptad shard`"))?;
+                .map_err(|source| DataError::ShardUnreadable { url: url.clone(), source })?;
             let schema = builder.schema().clone();
             check_schema(&schema, &url)?;
             let wanted: Vec<usize> = schema
@@ -220,7 +218,7 @@ impl ShardReader {
                 .with_projection(mask)
                 .with_batch_size(batch_rows.max(1))
                 .build()
-                .map_err(|e| anyhow!("shard {url}: {e}"))
+                .map_err(|source| DataError::ShardUnreadable { url: url.clone(), source })
         })?;
         Ok(Self { stream, url, next_row: 0 })
     }
@@ -231,7 +229,12 @@ impl ShardReader {
             Ok(batch.column_by_name(name).map(|c| c.as_string::<i32>()))
         };
         let need = |name: &str| -> Result<&StringArray> {
-            text(name)?.ok_or_else(|| anyhow!("shard {url} has no `{name}` column"))
+            text(name)?.ok_or_else(|| DataError::ShardColumn {
+                url: url.clone(),
+                column: name.into(),
+                expected: "Utf8".into(),
+                found: "nothing (no such column)".into(),
+            })
         };
         let (ids, categories, splits, sources) =
             (need("image_id")?, need("category")?, need("split")?, need("source_uri")?);
@@ -263,23 +266,28 @@ impl Iterator for ShardReader {
 
     fn next(&mut self) -> Option<Self::Item> {
         let batch = block_on(self.stream.next())?;
-        Some(batch.map_err(|e| anyhow!("shard {} cannot be read after row {} ({e}); it may be truncated, damaged or deleted during the run", self.url, self.next_row)).and_then(|b| self.convert(&b)))
+        Some(
+            batch
+                .map_err(|source| DataError::ShardTruncated { url: self.url.clone(), row: self.next_row, source })
+                .and_then(|b| self.convert(&b)),
+        )
     }
 }
 
 /// Every column of `schemas/image_shard.json` present with its type.
 fn check_schema(schema: &Schema, url: &str) -> Result<()> {
     for expected in shard_schema().fields() {
+        let column_error = |found: String| DataError::ShardColumn {
+            url: url.into(),
+            column: expected.name().clone(),
+            expected: expected.data_type().to_string(),
+            found,
+        };
         let Ok(found) = schema.field_with_name(expected.name()) else {
-            bail!("shard {url} lacks the column `{}` (schemas/image_shard.json)", expected.name());
+            return Err(column_error("missing".into()));
         };
         if found.data_type() != expected.data_type() {
-            bail!(
-                "shard {url}: column `{}` is {}, expected {} (schemas/image_shard.json)",
-                expected.name(),
-                found.data_type(),
-                expected.data_type()
-            );
+            return Err(column_error(found.data_type().to_string()));
         }
     }
     Ok(())

@@ -15,7 +15,7 @@ use maps::{gaussian_filter, upsample_bilinear};
 use memory::VisualMemory;
 
 /// Which evidence is used: PromptAD fuses both; the other two are the Table 3 ablations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Guidance {
     #[default]

@@ -1,22 +1,46 @@
 //! `promptad demo`: generate a defect dataset, train one model per category, score its test split
 //! and report image AUROC, pixel AUROC and AUPRO against chance.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::data::dataset::Dataset;
 use crate::store::Location;
 
-use anyhow::Result;
 use serde::Serialize;
 
-use super::score::{score_category, ScoreOptions};
-use super::train::{train_category, TrainJob};
-use crate::artifact::{default_rel, Artifact, Backbone, Weights};
+use super::score::{score_category, ScoreError, ScoreOptions};
+use super::train::{train_category, TrainError, TrainJob};
+use crate::artifact::{default_rel, Artifact, ArtifactError, Backbone, Weights};
 use crate::clip::Clip;
 use crate::data::prepare::Compat;
-use crate::data::synth::{generate, SynthConfig};
+use crate::data::synth::{generate, SynthConfig, SynthError};
+use crate::data::DataError;
 use crate::detect::DetectConfig;
-use crate::metrics::DEFAULT_FPR_LIMIT;
+use crate::metrics::{MetricError, DEFAULT_FPR_LIMIT};
+use crate::stop::StopToken;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Synth(#[from] SynthError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Score(#[from] ScoreError),
+    #[error("category {category}: {source}")]
+    Metric {
+        category: String,
+        #[source]
+        source: MetricError,
+    },
+}
 use crate::prompt::learner::PromptConfig;
 use crate::prompt::train::TrainConfig;
 
@@ -64,8 +88,9 @@ pub fn run_demo(
     options: &DemoOptions,
     clip: &Clip,
     backbone: &Backbone,
+    stop: &StopToken,
     mut progress: impl FnMut(&str),
-) -> Result<Vec<CategoryResult>> {
+) -> Result<Vec<CategoryResult>, DemoError> {
     let data = options.out_dir.join("data");
     let summary = if data.join("synth.json").is_file() && !options.overwrite {
         progress("reusing the generated dataset");
@@ -95,7 +120,7 @@ pub fn run_demo(
         progress(&format!("{}: training on {} shot(s)", category.name, options.k));
         let model_dir = out.join(&format!("models/{}", default_rel("synth", &category.name, options.k, options.seed)));
         let started = std::time::Instant::now();
-        train_category(&job, clip, backbone.clone(), &model_dir, true, |_, _, _| {})?;
+        train_category(&job, clip, backbone.clone(), &model_dir, true, stop, |_, _, _| {})?;
         let train_seconds = started.elapsed().as_secs_f64();
         let artifact = Artifact::read(&model_dir)?;
         progress(&format!("{}: scoring", category.name));
@@ -113,9 +138,11 @@ pub fn run_demo(
                 overwrite: true,
                 ..ScoreOptions::default()
             },
+            stop,
             |_| {},
         )?;
-        let metrics = scored.metrics()?;
+        let metrics =
+            scored.metrics().map_err(|source| DemoError::Metric { category: category.name.clone(), source })?;
         results.push(CategoryResult {
             category: category.name.clone(),
             test_images: scored.images,
@@ -182,37 +209,4 @@ pub fn table(results: &[CategoryResult], backbone: &Backbone) -> String {
         m.aupro - CHANCE.aupro
     ));
     out
-}
-
-/// The demo's default backbone when no weights are given: the small demo ViT, random, seeded.
-pub fn random_backbone(seed: u64, device: tch::Device) -> Result<(Clip, Backbone)> {
-    let config = crate::clip::ModelConfig::resolve("demo-vit-240")?;
-    let clip = Clip::random(config.clone(), seed, device);
-    let backbone = Backbone {
-        config_name: "demo-vit-240".into(),
-        config,
-        weights: Weights::RandomInit { seed },
-        logit_scale: clip.logit_scale_raw(),
-    };
-    Ok((clip, backbone))
-}
-
-/// A checkpoint backbone, recorded with its checksum (left empty without `checksum`).
-pub fn checkpoint_backbone(
-    config_name: &str,
-    weights: &Path,
-    device: tch::Device,
-    precision: crate::clip::Precision,
-    checksum: bool,
-) -> Result<(Clip, Backbone)> {
-    let config = crate::clip::ModelConfig::resolve(config_name)?;
-    let sha256 = if checksum { crate::artifact::sha256_file(weights)? } else { String::new() };
-    let clip = Clip::load(config.clone(), weights, device, precision)?;
-    let backbone = Backbone {
-        config_name: config_name.into(),
-        config,
-        weights: Weights::Checkpoint { path: weights.to_path_buf(), sha256 },
-        logit_scale: clip.logit_scale_raw(),
-    };
-    Ok((clip, backbone))
 }

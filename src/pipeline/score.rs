@@ -1,56 +1,86 @@
 //! Scoring a category of a dataset (folders or image shards, any URL) with a trained artifact:
 //! per-image scores, anomaly maps and metric statistics as Parquet, one file per table and work
-//! unit, in a *run*:
+//! unit, in a *run* (the layout and the commit protocol are [`crate::run`]'s).
 //!
-//! ```text
-//! <out>/scores/run=<id>/category=<c>/part-<unit>.parquet
-//! <out>/maps/run=<id>/category=<c>/part-<unit>.parquet
-//! <out>/metric_stats/run=<id>/category=<c>/part-<unit>.parquet
-//! <out>/_runs/run=<id>/category=<c>/plan.json            the category's work units (first worker)
-//! <out>/_runs/run=<id>/category=<c>/units/<unit>.json     a unit's commit record, after its files
-//! <out>/_runs/run=<id>/category=<c>/manifest.json         written last, once every unit is committed
-//! ```
-//! A run spans categories (one nightly re-scoring of an archive is one run); its default id is
-//! a digest of the dataset URL and the scoring options, so the same command continues the same
-//! run, and each category of the run has its own plan and manifest.
-//! A unit's files count only once its commit record exists ([`committed_files`]; the SQL tables
-//! read exactly those), so a worker killed mid-unit leaves nothing visible. A re-run skips
-//! committed units and redoes the rest; `overwrite` redoes everything. Workers split the units
-//! deterministically (`shard_index` of `shard_count`: contiguous ranges), and two workers given the
-//! same unit write the same files, each atomically.
+//! [`score_category`] runs four stages:
+//! 1. **plan** ([`plan_units`]): list the category's work units, publish the run plan, keep this
+//!    worker's units that are not committed yet;
+//! 2. **read** ([`Reader`]): a thread fetches and decodes the images of those units (in parallel
+//!    within a batch) while the model works on the previous batch;
+//! 3. **model** ([`score_batch`]): the detector on a batch, maps and scores back to the host;
+//! 4. **write** ([`UnitWriter`]): quantised maps, statistics and score rows into the unit's three
+//!    files, then the unit's commit record.
 //!
-//! Within a worker, images are fetched and decoded on other cores while the model works on the
-//! previous batch; outputs go out batch by batch, so memory does not grow with the archive.
+//! Outputs go out batch by batch, so memory does not grow with the archive.
 
-use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Result};
-use bytes::Bytes;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::artifact::Artifact;
-use crate::clip::Clip;
+use crate::clip::{Clip, ClipError};
 use crate::data::dataset::{Dataset, WorkUnit};
 use crate::data::prepare::{mask, model_input, Compat, Role};
 use crate::data::shard::ImageRecord;
+use crate::data::DataError;
 use crate::detect::memory::VisualMemory;
 use crate::detect::{DetectConfig, Detector};
 use crate::metrics::quantize::quantize;
 use crate::metrics::stats::{ImageStats, StatsSum};
 use crate::metrics::{auroc, pixel_aupro, pixel_auroc, MetricError, DEFAULT_FPR_LIMIT};
+use crate::prompt::train::Head;
+use crate::run::{self, PlannedUnit, RunError, RunPlan, Table, UnitRecord};
 use crate::sink::{
     maps_batch, maps_schema, scores_batch, scores_schema, stats_batch, stats_schema, AtomicParquetWriter, RowKeys,
-    ScoreRow,
+    ScoreRow, SinkError,
 };
-use crate::store::Location;
+use crate::stop::{StopToken, Stopped};
+use crate::store::{Location, StoreError};
 
-/// The tables a scoring run writes, in the order they are committed.
-pub const TABLES: [&str; 3] = ["maps", "metric_stats", "scores"];
-pub const RUNS_DIR: &str = "_runs";
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    #[error("worker index {index} is not below the worker count {count}")]
+    BadWorker { index: usize, count: usize },
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Metric(#[from] MetricError),
+    #[error(transparent)]
+    Model(#[from] ClipError),
+    #[error("the model's outputs cannot be read back: {0}")]
+    Torch(#[from] tch::TchError),
+    /// An image that cannot be used, when undecodable images are not to be recorded and skipped.
+    #[error("{source}")]
+    BadImage {
+        #[source]
+        source: DataError,
+    },
+    #[error("scoring unit {unit} of {category}")]
+    InUnit {
+        unit: String,
+        category: String,
+        #[source]
+        source: Box<ScoreError>,
+    },
+    /// Images were recorded with their error instead of scores; the run is not clean.
+    #[error("{count} image(s) could not be read or decoded; they are recorded in the scores table with their error (column error); fix or remove them, then score them again")]
+    ImagesSkipped { count: usize },
+    #[error("the image reading thread stopped unexpectedly (it panicked)")]
+    ReaderPanicked,
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
+}
+
+type Result<T, E = ScoreError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
 pub struct ScoreOptions {
@@ -100,6 +130,20 @@ pub struct StageSeconds {
     pub wait: f64,
 }
 
+/// An image recorded with its error instead of scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkippedImage {
+    pub image_id: String,
+    pub error: String,
+}
+
+/// A labelled image's score, for the metrics of what a call scored.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LabelledScore {
+    pub pred_score: f64,
+    pub is_defect: bool,
+}
+
 /// What one scoring call did, for reports.
 pub struct ScoreSummary {
     pub out: Location,
@@ -111,9 +155,9 @@ pub struct ScoreSummary {
     pub units_already_done: usize,
     /// Whether every unit of the run is committed (the run manifest exists).
     pub run_complete: bool,
-    pub skipped: Vec<(String, String)>,
-    /// `(pred_score, is_defect)` of every labelled image scored by this call.
-    pub image_scores: Vec<(f64, bool)>,
+    pub skipped: Vec<SkippedImage>,
+    /// Every labelled image scored by this call.
+    pub image_scores: Vec<LabelledScore>,
     /// The pixel statistics of every labelled image scored by this call, summed.
     pub pixel_stats: ImageStats,
     pub seconds: StageSeconds,
@@ -131,7 +175,8 @@ impl ScoreSummary {
     /// The metrics of what this call scored, from the exact reference functions; undefined (a
     /// split without anomalous or without normal images or pixels) is an error saying which.
     pub fn metrics(&self) -> Result<SplitMetrics, MetricError> {
-        let (scores, labels): (Vec<f64>, Vec<bool>) = self.image_scores.iter().copied().unzip();
+        let (scores, labels): (Vec<f64>, Vec<bool>) =
+            self.image_scores.iter().map(|s| (s.pred_score, s.is_defect)).unzip();
         Ok(SplitMetrics {
             image_auroc: auroc(&scores, &labels)?,
             pixel_auroc: pixel_auroc(&self.pixel_stats)?,
@@ -140,118 +185,21 @@ impl ScoreSummary {
     }
 }
 
-/// The work of a run, written once by the first worker; every worker checks it agrees.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunPlan {
-    pub run_id: String,
-    pub category: String,
-    pub model_version: String,
-    pub dataset: String,
-    pub map_size: i64,
-    /// The work units, in order.
-    pub units: Vec<PlannedUnit>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PlannedUnit {
-    pub name: String,
-    pub images: usize,
-}
-
-/// A unit's commit record: its files exist and are complete.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UnitRecord {
-    pub unit: String,
-    pub category: String,
-    pub images: usize,
-    pub skipped: usize,
-    /// Relative to the output root, one per table.
-    pub files: BTreeMap<String, String>,
-    pub seconds: f64,
-}
-
-/// The manifest of one category of a run, written last.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunManifest {
-    pub plan: RunPlan,
-    pub images: usize,
-    pub skipped: usize,
-    pub files: Vec<String>,
-    pub promptad_version: String,
-    pub completed_unix: u64,
-}
-
+/// The detector of `artifact` on the backbone's device.
 pub fn detector<'a>(artifact: &Artifact, clip: &'a Clip, detect: DetectConfig) -> Detector<'a> {
     let on_device = |t: &Tensor| t.to_device(clip.device).to_kind(Kind::Float);
-    let banks: Vec<Tensor> = artifact.memory_banks().iter().map(on_device).collect();
     Detector {
         clip,
-        memory: VisualMemory { banks },
-        image_prototypes: on_device(&artifact.tensors["image.prototypes"]),
-        pixel_prototypes: on_device(&artifact.tensors["pixel.prototypes"]),
+        memory: VisualMemory { banks: artifact.memory_banks().iter().map(on_device).collect() },
+        image_prototypes: on_device(artifact.prototypes(Head::Image)),
+        pixel_prototypes: on_device(artifact.prototypes(Head::Pixel)),
         config: detect,
     }
 }
 
-/// The output file of `table` for one unit: `<table>/run=<id>/category=<c>/part-<unit>.parquet`.
-///
-/// ```
-/// assert_eq!(promptad::pipeline::score::table_file("scores", "r1", "bottle", "test-00002"),
-///            "scores/run=r1/category=bottle/part-test-00002.parquet");
-/// ```
-pub fn table_file(table: &str, run_id: &str, category: &str, unit: &str) -> String {
-    format!("{table}/run={run_id}/category={category}/part-{unit}.parquet")
-}
-
-/// The bookkeeping folder of one category of a run.
-fn run_dir(run_id: &str, category: &str) -> String {
-    format!("{RUNS_DIR}/run={run_id}/category={category}")
-}
-
-fn unit_record_file(run_id: &str, category: &str, unit: &str) -> String {
-    format!("{}/units/{unit}.json", run_dir(run_id, category))
-}
-
-/// The default run id: a digest of everything that determines the outputs.
-fn derived_run_id(plan_inputs: &serde_json::Value) -> String {
-    use sha2::Digest;
-    format!("{:x}", sha2::Sha256::digest(plan_inputs.to_string().as_bytes()))[..12].to_string()
-}
-
-/// The contiguous range of `n` units that worker `index` of `count` owns.
-pub fn worker_range(n: usize, (index, count): (usize, usize)) -> std::ops::Range<usize> {
-    index * n / count..(index + 1) * n / count
-}
-
-/// A decoded image with its mask at the map size, or why it could not be.
-struct Prepared {
-    record: ImageRecord,
-    input: Result<(Vec<f32>, Option<Vec<bool>>), String>,
-}
-
-fn prepare(record: ImageRecord, size: u32, map_size: u32, compat: Compat) -> Prepared {
-    let input = (|| -> Result<(Vec<f32>, Option<Vec<bool>>)> {
-        let input = model_input(&record.image, &record.origin, size, compat, Role::Test)?;
-        let gt = match (&record.mask, record.gt_label) {
-            (Some(bytes), _) => Some(mask(bytes, &format!("{} (mask)", record.origin), map_size)?),
-            (None, Some(1)) => bail!("{}: defect image {} has no mask", record.origin, record.image_id),
-            (None, Some(_)) => Some(vec![false; (map_size * map_size) as usize]),
-            (None, None) => None,
-        };
-        Ok((input, gt))
-    })()
-    .map_err(|e| format!("{e:#}"));
-    Prepared { record, input }
-}
-
-enum Message {
-    Batch(Vec<Prepared>),
-    UnitEnd,
-    Failed(anyhow::Error),
-}
-
 /// Scores `category` of `dataset` into the run under `out`; see the module documentation.
-/// `on_images(n)` reports progress.
+/// `on_images(n)` reports progress; `stop` is checked between batches (a stopped call abandons
+/// the unit in progress, which was never visible, and returns [`ScoreError::Stopped`]).
 #[allow(clippy::too_many_arguments)]
 pub fn score_category(
     artifact: &Artifact,
@@ -261,331 +209,400 @@ pub fn score_category(
     category: &str,
     out: &Location,
     options: &ScoreOptions,
+    stop: &StopToken,
     mut on_images: impl FnMut(usize),
 ) -> Result<ScoreSummary> {
-    let (index, count) = options.shard;
-    if count == 0 || index >= count {
-        bail!("--shard-index {index} is not below --shard-count {count}");
-    }
-    out.check_reachable()?;
-    let units = dataset.test_units(category, options.rows_per_unit)?;
-    let version = artifact.manifest.version.clone();
-    let inputs = serde_json::json!({
-        "dataset": dataset.location().url(), "map_size": detect.map_size, "guidance": detect.guidance,
-        "compat": options.compat, "rows_per_unit": options.rows_per_unit,
-    });
-    let run_id = options.run_id.clone().unwrap_or_else(|| derived_run_id(&inputs));
-    check_run_id(&run_id)?;
-    let plan = RunPlan {
-        run_id: run_id.clone(),
-        category: category.into(),
-        model_version: version.clone(),
-        dataset: dataset.location().url().into(),
-        map_size: detect.map_size,
-        units: units.iter().map(|u| PlannedUnit { name: u.name.clone(), images: u.images }).collect(),
-    };
-    publish_plan(out, &plan, options.overwrite)?;
-
-    let mine: Vec<WorkUnit> = units[worker_range(units.len(), options.shard)].to_vec();
-    let mut todo = Vec::new();
-    for unit in &mine {
-        let record = unit_record_file(&run_id, category, &unit.name);
-        if options.overwrite {
-            out.delete(&record)?;
-        } else if out.exists(&record)? {
-            continue;
-        }
-        todo.push(unit.clone());
-    }
-    tracing::info!(run = %run_id, category, units = units.len(), mine = mine.len(), todo = todo.len(), out = %out, "scoring");
+    let call_started = Instant::now();
+    let (plan, todo, units_already_done) = plan_units(artifact, &detect, dataset, category, out, options)?;
+    let run_id = plan.run_id.clone();
     let mut summary = ScoreSummary {
         out: out.clone(),
         run_id: run_id.clone(),
         images: 0,
         units_scored: 0,
-        units_already_done: mine.len() - todo.len(),
+        units_already_done,
         run_complete: false,
         skipped: Vec::new(),
         image_scores: Vec::new(),
         pixel_stats: ImageStats::default(),
         seconds: StageSeconds::default(),
     };
-    let call_started = Instant::now();
     let mut pixel_sum = StatsSum::new();
-    let size = clip.visual.image_size() as u32;
     let map_size = detect.map_size as u32;
+    let sizes = Sizes { input: clip.visual.image_size() as u32, map: map_size };
     let detector = detector(artifact, clip, detect);
+    let version = artifact.manifest.version.clone();
+    let mut reader = Reader::spawn(dataset.clone(), todo.clone(), options.batch_size.max(1), sizes, options.compat);
 
-    let (sender, receiver) = mpsc::sync_channel::<Message>(1);
-    let batch_size = options.batch_size.max(1);
-    let compat = options.compat;
-    let reader_dataset = dataset.clone();
-    let reader_units = todo.clone();
-    let producer = std::thread::spawn(move || -> (f64, f64) {
-        let (mut read, mut decode) = (0.0, 0.0);
-        for unit in &reader_units {
-            let started = Instant::now();
-            let mut batches = match reader_dataset.read_unit(unit, batch_size) {
-                Ok(b) => b,
-                Err(e) => {
-                    let _ = sender.send(Message::Failed(e));
-                    return (read, decode);
-                }
-            };
-            read += started.elapsed().as_secs_f64();
-            loop {
-                let started = Instant::now();
-                let Some(batch) = batches.next() else { break };
-                read += started.elapsed().as_secs_f64();
-                let started = Instant::now();
-                let message = match batch {
-                    Ok(records) => {
-                        Message::Batch(records.into_par_iter().map(|r| prepare(r, size, map_size, compat)).collect())
-                    }
-                    Err(e) => Message::Failed(e),
-                };
-                decode += started.elapsed().as_secs_f64();
-                let failed = matches!(message, Message::Failed(_));
-                if sender.send(message).is_err() || failed {
-                    return (read, decode);
-                }
-            }
-            if sender.send(Message::UnitEnd).is_err() {
-                return (read, decode);
-            }
-        }
-        (read, decode)
-    });
-
-    let mut messages = receiver.into_iter();
     for unit in &todo {
+        let in_unit = |source: ScoreError| match source {
+            ScoreError::Stopped(_) => source,
+            source => {
+                ScoreError::InUnit { unit: unit.name.clone(), category: category.into(), source: Box::new(source) }
+            }
+        };
         let started = Instant::now();
-        let files: BTreeMap<String, String> =
-            TABLES.iter().map(|t| (t.to_string(), table_file(t, &run_id, category, &unit.name))).collect();
-        let mut maps_out = AtomicParquetWriter::create(out, &files["maps"], maps_schema(map_size as i32))?;
-        let mut stats_out = AtomicParquetWriter::create(out, &files["metric_stats"], stats_schema())?;
-        let mut scores_out = AtomicParquetWriter::create(out, &files["scores"], scores_schema())?;
-        let (mut images, mut skipped) = (0, 0);
+        let mut writer = UnitWriter::create(out, &run_id, category, &unit.name, map_size).map_err(in_unit)?;
         loop {
-            crate::worker::check_stop()?; // SIGTERM in worker mode: abandon this uncommitted unit
+            stop.check()?;
             let waiting = Instant::now();
-            let next = messages.next();
+            let message = reader.next();
             summary.seconds.wait += waiting.elapsed().as_secs_f64();
-            let writing = Instant::now();
-            let batch = match next {
+            let batch = match message {
                 Some(Message::Batch(batch)) => batch,
                 Some(Message::UnitEnd) => break,
-                Some(Message::Failed(e)) => return Err(e.context(format!("scoring unit {} of {category}", unit.name))),
-                None => {
-                    join(producer)?;
-                    bail!("the image reader stopped before unit {} of {category} was read", unit.name);
-                }
+                Some(Message::Failed(e)) => return Err(in_unit(e.into())),
+                None => return Err(in_unit(reader.join().err().unwrap_or(ScoreError::ReaderPanicked))),
             };
-            let mut rows = Vec::with_capacity(batch.len());
-            let mut good: Vec<(ImageRecord, Vec<f32>, Option<Vec<bool>>)> = Vec::new();
+            let writing = Instant::now();
+            let mut good = Vec::with_capacity(batch.len());
             for item in batch {
                 match item.input {
-                    Ok((input, gt)) => good.push((item.record, input, gt)),
-                    Err(message) if options.skip_bad => {
-                        tracing::warn!(image = %item.record.origin, error = %message, "skipped");
-                        summary.skipped.push((item.record.image_id.clone(), message.clone()));
-                        rows.push(row(&run_id, &item.record, None, &version, Some(message)));
-                        skipped += 1;
+                    Ok(input) => good.push((item.record, input)),
+                    Err(source) if options.skip_bad => {
+                        let error = source.to_string();
+                        tracing::warn!(image = %item.record.origin, error = %error, "skipped");
+                        summary
+                            .skipped
+                            .push(SkippedImage { image_id: item.record.image_id.clone(), error: error.clone() });
+                        writer.skip(&run_id, &item.record, &version, error);
                     }
-                    Err(message) => bail!("{message} (pass --skip-bad to record it and go on)"),
+                    Err(source) => return Err(in_unit(ScoreError::BadImage { source })),
                 }
             }
             if !good.is_empty() {
-                let flat: Vec<f32> = good.iter().flat_map(|(_, input, _)| input.iter().copied()).collect();
                 let modelling = Instant::now();
-                let batch = Tensor::from_slice(&flat).view([good.len() as i64, 3, size as i64, size as i64]);
-                let detection = detector.detect(&batch)?;
-                let to_vec = |t: &Tensor| -> Result<Vec<f64>> {
-                    Ok(Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Double))?)
-                };
-                let (image_score, text_score, visual_max) =
-                    (to_vec(&detection.image_score)?, to_vec(&detection.text_score)?, to_vec(&detection.visual_max)?);
-                let maps = detection.map.to_device(Device::Cpu).to_kind(Kind::Float);
-                let model_seconds = modelling.elapsed().as_secs_f64();
-                summary.seconds.model += model_seconds;
-                summary.seconds.write -= model_seconds;
-                let (mut ids, mut categories, mut quantized) = (Vec::new(), Vec::new(), Vec::new());
-                let (mut stat_ids, mut stat_categories, mut stats) = (Vec::new(), Vec::new(), Vec::new());
-                for (i, (record, _, gt)) in good.iter().enumerate() {
-                    let map: Vec<f32> = Vec::try_from(maps.get(i as i64).flatten(0, -1))?;
-                    let q: Vec<u16> = map.iter().map(|&v| quantize(v as f64)).collect();
-                    let max_pixel = map.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-                    // Unlabelled images have no ground truth, hence no metric statistics.
-                    if let (Some(gt), Some(label)) = (gt, record.gt_label) {
-                        let s = ImageStats::from_map(&q, gt, map_size as usize, map_size as usize)?;
-                        pixel_sum.add(&s)?;
-                        summary.image_scores.push((image_score[i], label == 1));
-                        stat_ids.push(record.image_id.clone());
-                        stat_categories.push(record.category.clone());
-                        stats.push(s);
-                    }
-                    rows.push(row(
-                        &run_id,
-                        record,
-                        Some([image_score[i], text_score[i], visual_max[i], max_pixel]),
-                        &version,
-                        None,
-                    ));
-                    ids.push(record.image_id.clone());
-                    categories.push(record.category.clone());
-                    quantized.push(q);
-                }
-                maps_out.write(&maps_batch(
-                    map_size as i32,
-                    &RowKeys { run: &run_id, image_ids: &ids, categories: &categories },
-                    &quantized,
-                )?)?;
-                if !stats.is_empty() {
-                    stats_out.write(&stats_batch(
-                        &RowKeys { run: &run_id, image_ids: &stat_ids, categories: &stat_categories },
-                        &stats,
-                    )?)?;
-                }
+                let scored = score_batch(&detector, &good, sizes.input).map_err(in_unit)?;
+                summary.seconds.model += modelling.elapsed().as_secs_f64();
+                summary.seconds.write -= modelling.elapsed().as_secs_f64();
+                let labelled = Labelled { scores: &mut summary.image_scores, pixel_sum: &mut pixel_sum };
+                writer.add(&run_id, &good, &scored, &version, labelled).map_err(in_unit)?;
             }
-            images += rows.len();
-            scores_out.write(&scores_batch(&rows)?)?;
+            let rows = writer.flush().map_err(in_unit)?;
             summary.seconds.write += writing.elapsed().as_secs_f64();
-            on_images(rows.len());
+            on_images(rows);
         }
         let writing = Instant::now();
-        maps_out.finish()?;
-        stats_out.finish()?;
-        scores_out.finish()?;
-        let record = UnitRecord {
-            unit: unit.name.clone(),
-            category: category.into(),
-            images,
-            skipped,
-            files,
-            seconds: started.elapsed().as_secs_f64(),
-        };
-        // The commit: from here on the unit's files are part of the run.
-        out.put(&unit_record_file(&run_id, category, &unit.name), Bytes::from(serde_json::to_vec_pretty(&record)?))?;
+        let record = writer.commit(out, &run_id, started).map_err(in_unit)?;
         summary.seconds.write += writing.elapsed().as_secs_f64();
-        tracing::info!(run = %run_id, category, unit = %unit.name, images, skipped, seconds = record.seconds, "unit committed");
-        summary.images += images;
+        tracing::info!(run = %run_id, category, unit = %unit.name, images = record.images, skipped = record.skipped,
+            seconds = record.seconds, "unit committed");
+        summary.images += record.images;
         summary.units_scored += 1;
     }
-    (summary.seconds.read, summary.seconds.decode) = join(producer)?;
+    (summary.seconds.read, summary.seconds.decode) = reader.join()?;
     summary.seconds.wall = call_started.elapsed().as_secs_f64();
     summary.pixel_stats = pixel_sum.finish()?;
-    summary.run_complete = publish_manifest_if_complete(out, &plan, options.overwrite)?;
+    summary.run_complete = run::publish_manifest_if_complete(out, &plan, options.overwrite)?;
     Ok(summary)
 }
 
-fn join<T>(producer: std::thread::JoinHandle<T>) -> Result<T> {
-    producer.join().map_err(|_| anyhow!("the image reading thread panicked"))
-}
-
-fn check_run_id(run_id: &str) -> Result<()> {
-    if run_id.is_empty() || !run_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        bail!("run id {run_id:?}: use letters, digits, '-', '_' and '.' only");
+/// Stage 1: the run's plan for `category` (published, or checked against the published one) and
+/// the units of this worker still to score (with `overwrite`, all of them, uncommitted first);
+/// also how many of this worker's units were already committed.
+fn plan_units(
+    artifact: &Artifact,
+    detect: &DetectConfig,
+    dataset: &Dataset,
+    category: &str,
+    out: &Location,
+    options: &ScoreOptions,
+) -> Result<(RunPlan, Vec<WorkUnit>, usize)> {
+    let (index, count) = options.shard;
+    if count == 0 || index >= count {
+        return Err(ScoreError::BadWorker { index, count });
     }
-    Ok(())
-}
-
-/// Writes the plan if the run has none; an existing plan must agree, else the run id is being
-/// reused for different work.
-fn publish_plan(out: &Location, plan: &RunPlan, overwrite: bool) -> Result<()> {
-    let rel = format!("{}/plan.json", run_dir(&plan.run_id, &plan.category));
-    let bytes = Bytes::from(serde_json::to_vec_pretty(plan)?);
-    if overwrite {
-        // A replaced run is incomplete until every unit is committed again.
-        out.delete(&format!("{}/manifest.json", run_dir(&plan.run_id, &plan.category)))?;
-        out.put(&rel, bytes)?;
-        return Ok(());
-    }
-    if !out.put_if_absent(&rel, bytes)? {
-        let existing: RunPlan =
-            serde_json::from_slice(&out.get(&rel)?).map_err(|e| anyhow!("{}: {e}", out.url_of(&rel)))?;
-        if existing != *plan {
-            bail!(
-                "run {} of {} in {out} was started with different work (model {}, data {}, {} units; now model {}, {} units); \
-                 choose another --run-id (e.g. the date), or pass --overwrite to replace it",
-                plan.run_id, plan.category, existing.model_version, existing.dataset, existing.units.len(), plan.model_version, plan.units.len()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Writes the run manifest once every unit of the plan is committed; returns whether the run is
-/// complete.
-fn publish_manifest_if_complete(out: &Location, plan: &RunPlan, overwrite: bool) -> Result<bool> {
-    let mut images = 0;
-    let mut skipped = 0;
-    let mut files = Vec::new();
-    for unit in &plan.units {
-        let rel = unit_record_file(&plan.run_id, &plan.category, &unit.name);
-        let Some(record) = out.get_if_exists(&rel)? else { return Ok(false) };
-        let record: UnitRecord = serde_json::from_slice(&record).map_err(|e| anyhow!("{}: {e}", out.url_of(&rel)))?;
-        images += record.images;
-        skipped += record.skipped;
-        files.extend(record.files.into_values());
-    }
-    let manifest = RunManifest {
-        plan: plan.clone(),
-        images,
-        skipped,
-        files,
-        promptad_version: env!("CARGO_PKG_VERSION").into(),
-        completed_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    out.check_reachable()?;
+    let units = dataset.test_units(category, options.rows_per_unit)?;
+    let inputs = serde_json::json!({
+        "dataset": dataset.location().url(), "map_size": detect.map_size, "guidance": detect.guidance,
+        "compat": options.compat, "rows_per_unit": options.rows_per_unit,
+    });
+    let run_id = options.run_id.clone().unwrap_or_else(|| run::derived_run_id(&inputs));
+    run::check_run_id(&run_id)?;
+    let plan = RunPlan {
+        run_id: run_id.clone(),
+        category: category.into(),
+        model_version: artifact.manifest.version.clone(),
+        dataset: dataset.location().url().into(),
+        map_size: detect.map_size,
+        units: units.iter().map(|u| PlannedUnit { name: u.name.clone(), images: u.images }).collect(),
     };
-    let rel = format!("{}/manifest.json", run_dir(&plan.run_id, &plan.category));
-    let bytes = Bytes::from(serde_json::to_vec_pretty(&manifest)?);
-    if overwrite {
-        out.put(&rel, bytes)?;
-    } else {
-        // Two workers finishing together: the first manifest stands (same content but the time).
-        out.put_if_absent(&rel, bytes)?;
+    run::publish_plan(out, &plan, options.overwrite)?;
+    let mine = &units[run::worker_range(units.len(), options.shard)];
+    let mut todo = Vec::new();
+    for unit in mine {
+        if options.overwrite {
+            run::uncommit(out, &run_id, category, &unit.name)?;
+        } else if run::is_committed(out, &run_id, category, &unit.name)? {
+            continue;
+        }
+        todo.push(unit.clone());
     }
-    Ok(true)
+    tracing::info!(run = %run_id, category, units = units.len(), mine = mine.len(), todo = todo.len(), out = %out, "scoring");
+    let already_done = mine.len() - todo.len();
+    Ok((plan, todo, already_done))
 }
 
-/// Every committed output file under `out`, per table (relative paths), and the run manifests
-/// found: complete runs from their manifest, runs in progress from their units' commit records.
-pub fn committed_files(out: &Location) -> Result<(BTreeMap<String, Vec<String>>, Vec<RunManifest>)> {
-    let mut files: BTreeMap<String, Vec<String>> = TABLES.iter().map(|t| (t.to_string(), Vec::new())).collect();
-    let mut manifests = Vec::new();
-    let mut add = |file: String| {
-        if let Some(table) = file.split('/').next() {
-            if let Some(list) = files.get_mut(table) {
-                list.push(file);
-            }
-        }
-    };
-    for run in out.list_dirs(RUNS_DIR)? {
-        for category in out.list_dirs(&format!("{RUNS_DIR}/{run}"))? {
-            let dir = format!("{RUNS_DIR}/{run}/{category}");
-            let manifest_file = format!("{dir}/manifest.json");
-            if let Some(manifest) = out.get_if_exists(&manifest_file)? {
-                let manifest: RunManifest =
-                    serde_json::from_slice(&manifest).map_err(|e| anyhow!("{}: {e}", out.url_of(&manifest_file)))?;
-                manifest.files.iter().cloned().for_each(&mut add);
-                manifests.push(manifest);
-                continue;
-            }
-            for object in out.list(&format!("{dir}/units"))? {
-                let rel = out.relative(&object.location);
-                let record: UnitRecord =
-                    serde_json::from_slice(&out.get(&rel)?).map_err(|e| anyhow!("{}: {e}", out.url_of(&rel)))?;
-                record.files.into_values().for_each(&mut add);
-            }
-        }
-    }
-    for list in files.values_mut() {
-        list.sort();
-        list.dedup();
-    }
-    Ok((files, manifests))
+/// The model input size and the map size, in pixels.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    input: u32,
+    map: u32,
 }
 
-fn row(run: &str, record: &ImageRecord, scores: Option<[f64; 4]>, version: &str, error: Option<String>) -> ScoreRow {
+/// A decoded image with its mask at the map size (`None`: unlabelled), or why it cannot be used.
+struct Prepared {
+    record: ImageRecord,
+    input: Result<(Vec<f32>, Option<Vec<bool>>), DataError>,
+}
+
+fn prepare(record: ImageRecord, sizes: Sizes, compat: Compat) -> Prepared {
+    let input = (|| {
+        let input = model_input(&record.image, &record.origin, sizes.input, compat, Role::Test)?;
+        let gt = match (&record.mask, record.gt_label) {
+            (Some(bytes), _) => Some(mask(bytes, &format!("{} (mask)", record.origin), sizes.map)?),
+            (None, Some(1)) => {
+                return Err(DataError::MissingMask {
+                    image: record.origin.clone(),
+                    expected: "a mask in the dataset (a defect image needs one)".into(),
+                })
+            }
+            (None, Some(_)) => Some(vec![false; (sizes.map * sizes.map) as usize]),
+            (None, None) => None,
+        };
+        Ok((input, gt))
+    })();
+    Prepared { record, input }
+}
+
+enum Message {
+    Batch(Vec<Prepared>),
+    UnitEnd,
+    Failed(DataError),
+}
+
+/// Stage 2: a thread that reads and decodes the units' images, one batch ahead of the model.
+struct Reader {
+    messages: mpsc::IntoIter<Message>,
+    /// Seconds spent reading and decoding.
+    handle: Option<std::thread::JoinHandle<(f64, f64)>>,
+}
+
+impl Reader {
+    fn spawn(dataset: Dataset, units: Vec<WorkUnit>, batch_size: usize, sizes: Sizes, compat: Compat) -> Self {
+        let (sender, receiver) = mpsc::sync_channel::<Message>(1);
+        let handle = std::thread::spawn(move || -> (f64, f64) {
+            let (mut read, mut decode) = (0.0, 0.0);
+            for unit in &units {
+                let started = Instant::now();
+                let mut batches = match dataset.read_unit(unit, batch_size) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = sender.send(Message::Failed(e));
+                        return (read, decode);
+                    }
+                };
+                read += started.elapsed().as_secs_f64();
+                loop {
+                    let started = Instant::now();
+                    let Some(batch) = batches.next() else { break };
+                    read += started.elapsed().as_secs_f64();
+                    let started = Instant::now();
+                    let message = match batch {
+                        Ok(records) => {
+                            Message::Batch(records.into_par_iter().map(|r| prepare(r, sizes, compat)).collect())
+                        }
+                        Err(e) => Message::Failed(e),
+                    };
+                    decode += started.elapsed().as_secs_f64();
+                    let failed = matches!(message, Message::Failed(_));
+                    if sender.send(message).is_err() || failed {
+                        return (read, decode);
+                    }
+                }
+                if sender.send(Message::UnitEnd).is_err() {
+                    return (read, decode);
+                }
+            }
+            (read, decode)
+        });
+        Self { messages: receiver.into_iter(), handle: Some(handle) }
+    }
+
+    fn next(&mut self) -> Option<Message> {
+        self.messages.next()
+    }
+
+    /// Waits for the thread; its `(read, decode)` seconds.
+    fn join(&mut self) -> Result<(f64, f64)> {
+        match self.handle.take() {
+            Some(handle) => handle.join().map_err(|_| ScoreError::ReaderPanicked),
+            None => Ok((0.0, 0.0)),
+        }
+    }
+}
+
+/// The model's outputs for a batch, on the host.
+struct ScoredBatch {
+    image_score: Vec<f64>,
+    text_score: Vec<f64>,
+    visual_max: Vec<f64>,
+    /// `[B, map, map]`, fp32.
+    maps: Tensor,
+}
+
+/// Stage 3: the detector on a batch of decoded images.
+fn score_batch(
+    detector: &Detector,
+    good: &[(ImageRecord, (Vec<f32>, Option<Vec<bool>>))],
+    size: u32,
+) -> Result<ScoredBatch> {
+    let flat: Vec<f32> = good.iter().flat_map(|(_, (input, _))| input.iter().copied()).collect();
+    let batch = Tensor::from_slice(&flat).view([good.len() as i64, 3, size as i64, size as i64]);
+    let detection = detector.detect(&batch)?;
+    let to_vec =
+        |t: &Tensor| -> Result<Vec<f64>> { Ok(Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Double))?) };
+    Ok(ScoredBatch {
+        image_score: to_vec(&detection.image_score)?,
+        text_score: to_vec(&detection.text_score)?,
+        visual_max: to_vec(&detection.visual_max)?,
+        maps: detection.map.to_device(Device::Cpu).to_kind(Kind::Float),
+    })
+}
+
+/// Stage 4: the three files of one unit, batch by batch, then its commit record.
+struct UnitWriter {
+    unit: String,
+    category: String,
+    map_size: u32,
+    maps: AtomicParquetWriter,
+    stats: AtomicParquetWriter,
+    scores: AtomicParquetWriter,
+    files: std::collections::BTreeMap<Table, String>,
+    /// Score rows of the batch being written.
+    rows: Vec<ScoreRow>,
+    images: usize,
+    skipped: usize,
+}
+
+impl UnitWriter {
+    fn create(out: &Location, run_id: &str, category: &str, unit: &str, map_size: u32) -> Result<Self> {
+        let files = run::unit_files(run_id, category, unit);
+        Ok(Self {
+            unit: unit.into(),
+            category: category.into(),
+            map_size,
+            maps: AtomicParquetWriter::create(out, &files[&Table::Maps], maps_schema(map_size as i32))?,
+            stats: AtomicParquetWriter::create(out, &files[&Table::MetricStats], stats_schema())?,
+            scores: AtomicParquetWriter::create(out, &files[&Table::Scores], scores_schema())?,
+            files,
+            rows: Vec::new(),
+            images: 0,
+            skipped: 0,
+        })
+    }
+
+    /// An image recorded with its error and no scores.
+    fn skip(&mut self, run_id: &str, record: &ImageRecord, version: &str, error: String) {
+        self.rows.push(score_row(run_id, record, None, version, Some(error)));
+        self.skipped += 1;
+    }
+
+    /// The scored images of a batch: maps and statistics written, score rows queued, the labelled
+    /// images' scores and pixel statistics added to `labelled`.
+    fn add(
+        &mut self,
+        run_id: &str,
+        good: &[(ImageRecord, (Vec<f32>, Option<Vec<bool>>))],
+        scored: &ScoredBatch,
+        version: &str,
+        labelled: Labelled,
+    ) -> Result<()> {
+        let side = self.map_size as usize;
+        let (mut ids, mut categories, mut quantized) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut stat_ids, mut stat_categories, mut stats) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, (record, (_, gt))) in good.iter().enumerate() {
+            let map: Vec<f32> = Vec::try_from(scored.maps.get(i as i64).flatten(0, -1))?;
+            let q: Vec<u16> = map.iter().map(|&v| quantize(v as f64)).collect();
+            let max_pixel = map.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            // Unlabelled images have no ground truth, hence no metric statistics.
+            if let (Some(gt), Some(label)) = (gt, record.gt_label) {
+                let s = ImageStats::from_map(&q, gt, side, side)?;
+                labelled.pixel_sum.add(&s)?;
+                labelled.scores.push(LabelledScore { pred_score: scored.image_score[i], is_defect: label == 1 });
+                stat_ids.push(record.image_id.clone());
+                stat_categories.push(record.category.clone());
+                stats.push(s);
+            }
+            let scores = ImageScores {
+                pred_score: scored.image_score[i],
+                text_score: scored.text_score[i],
+                visual_max: scored.visual_max[i],
+                max_pixel_score: max_pixel,
+            };
+            self.rows.push(score_row(run_id, record, Some(scores), version, None));
+            ids.push(record.image_id.clone());
+            categories.push(record.category.clone());
+            quantized.push(q);
+        }
+        let keys = RowKeys { run: run_id, image_ids: &ids, categories: &categories };
+        self.maps.write(&maps_batch(self.map_size as i32, &keys, &quantized)?)?;
+        if !stats.is_empty() {
+            let keys = RowKeys { run: run_id, image_ids: &stat_ids, categories: &stat_categories };
+            self.stats.write(&stats_batch(&keys, &stats)?)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the queued score rows; returns how many.
+    fn flush(&mut self) -> Result<usize> {
+        let rows = std::mem::take(&mut self.rows);
+        self.scores.write(&scores_batch(&rows)?)?;
+        self.images += rows.len();
+        Ok(rows.len())
+    }
+
+    /// Publishes the unit's files, then its commit record: from here on they are part of the run.
+    fn commit(self, out: &Location, run_id: &str, started: Instant) -> Result<UnitRecord> {
+        self.maps.finish()?;
+        self.stats.finish()?;
+        self.scores.finish()?;
+        let record = UnitRecord {
+            unit: self.unit,
+            category: self.category,
+            images: self.images,
+            skipped: self.skipped,
+            files: self.files.into_iter().map(|(t, f)| (t.name().to_string(), f)).collect(),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        run::commit_unit(out, run_id, &record)?;
+        Ok(record)
+    }
+}
+
+/// Where the labelled images of a call are summed up.
+struct Labelled<'a> {
+    scores: &'a mut Vec<LabelledScore>,
+    pixel_sum: &'a mut StatsSum,
+}
+
+/// The four scores of a scored image.
+#[derive(Debug, Clone, Copy)]
+struct ImageScores {
+    pred_score: f64,
+    text_score: f64,
+    visual_max: f64,
+    max_pixel_score: f64,
+}
+
+fn score_row(
+    run: &str,
+    record: &ImageRecord,
+    scores: Option<ImageScores>,
+    version: &str,
+    error: Option<String>,
+) -> ScoreRow {
     ScoreRow {
         run: run.to_string(),
         image_id: record.image_id.clone(),
@@ -594,10 +611,10 @@ fn row(run: &str, record: &ImageRecord, scores: Option<[f64; 4]>, version: &str,
         defect_type: record.defect_type.clone(),
         gt_label: record.gt_label,
         image_path: record.source_uri.clone(),
-        pred_score: scores.map(|s| s[0]),
-        text_score: scores.map(|s| s[1]),
-        visual_max: scores.map(|s| s[2]),
-        max_pixel_score: scores.map(|s| s[3]),
+        pred_score: scores.map(|s| s.pred_score),
+        text_score: scores.map(|s| s.text_score),
+        visual_max: scores.map(|s| s.visual_max),
+        max_pixel_score: scores.map(|s| s.max_pixel_score),
         model_version: version.to_string(),
         error,
     }

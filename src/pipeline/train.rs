@@ -1,20 +1,45 @@
 //! Training one category: shots → memory → image-level and pixel-level prompts → artifact.
 
-use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::artifact::{Artifact, Backbone, HeadRecord, Manifest, FORMAT_VERSION};
-use crate::clip::Clip;
+use crate::artifact::{tensor_names, Artifact, ArtifactError, Backbone, HeadRecord, Manifest, FORMAT_VERSION};
+use crate::clip::{Clip, ClipError};
 use crate::data::dataset::Dataset;
 use crate::data::folder::select_shots;
 use crate::data::prepare::{model_input, Compat, Role};
 use crate::data::shard::ImageRecord;
+use crate::data::DataError;
 use crate::detect::DetectConfig;
 use crate::prompt::categories::Catalog;
 use crate::prompt::learner::{PromptConfig, PromptLearner};
 use crate::prompt::train::{text_prototypes, train, Head, TrainConfig};
+use crate::prompt::PromptError;
+use crate::stop::{StopToken, Stopped};
 use crate::store::Location;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Prompt(#[from] PromptError),
+    #[error(transparent)]
+    Clip(#[from] ClipError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error("training failed in libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+impl TrainError {
+    /// Whether training stopped because it was asked to (nothing was written).
+    pub fn is_stopped(&self) -> bool {
+        matches!(self, TrainError::Prompt(PromptError::Stopped(Stopped)))
+    }
+}
+
+type Result<T, E = TrainError> = std::result::Result<T, E>;
 
 /// Everything a training run needs besides the backbone.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,19 +65,21 @@ pub struct TrainJob {
 pub fn load_batch(records: &[ImageRecord], size: u32, compat: Compat, role: Role) -> Result<Tensor> {
     use rayon::prelude::*;
     let inputs: Vec<Vec<f32>> =
-        records.par_iter().map(|r| Ok(model_input(&r.image, &r.origin, size, compat, role)?)).collect::<Result<_>>()?;
+        records.par_iter().map(|r| model_input(&r.image, &r.origin, size, compat, role)).collect::<Result<_, _>>()?;
     let flat: Vec<f32> = inputs.concat();
     Ok(Tensor::from_slice(&flat).view([records.len() as i64, 3, size as i64, size as i64]))
 }
 
 /// Trains both heads and writes the artifact to `out` (any store). `on_step(head, step, loss)` reports
-/// progress.
+/// progress. `stop` is checked before every step; a stopped training writes nothing (the artifact
+/// goes out after the last step, its manifest last).
 pub fn train_category(
     job: &TrainJob,
     clip: &Clip,
     backbone: Backbone,
     out: &Location,
     overwrite: bool,
+    stop: &StopToken,
     mut on_step: impl FnMut(Head, usize, f64),
 ) -> Result<Manifest> {
     let category =
@@ -67,7 +94,7 @@ pub fn train_category(
 
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
     for (i, tap) in features.taps.iter().enumerate() {
-        tensors.push((format!("memory.bank{i}"), tap.reshape([-1, *tap.size().last().unwrap()])));
+        tensors.push((tensor_names::memory_bank(i), tap.reshape([-1, *tap.size().last().unwrap()])));
     }
     let mut records = Vec::new();
     for (head, prompts, visual) in
@@ -75,16 +102,12 @@ pub fn train_category(
     {
         tch::manual_seed(job.seed as i64);
         let mut learner = PromptLearner::new(clip, &category, prompts.clone())?;
-        let report = train(clip, &mut learner, visual, &job.train, |step, loss| on_step(head, step, loss))?;
-        let prefix = match head {
-            Head::Image => "image",
-            Head::Pixel => "pixel",
-        };
-        tracing::info!(category = %job.category, head = prefix, first_loss = report.losses.first(), last_loss = report.losses.last(),
+        let report = train(clip, &mut learner, visual, &job.train, stop, |step, loss| on_step(head, step, loss))?;
+        tracing::info!(category = %job.category, head = head.name(), first_loss = report.losses.first(), last_loss = report.losses.last(),
             seconds = report.seconds, "prompts trained");
-        tensors.push((format!("{prefix}.prototypes"), text_prototypes(clip, &learner)?));
-        tensors.push((format!("{prefix}.normal_ctx"), learner.normal_ctx.detach()));
-        tensors.push((format!("{prefix}.anomaly_ctx"), learner.anomaly_ctx.detach()));
+        tensors.push((tensor_names::prototypes(head), text_prototypes(clip, &learner)?));
+        tensors.push((tensor_names::normal_ctx(head), learner.normal_ctx.detach()));
+        tensors.push((tensor_names::anomaly_ctx(head), learner.anomaly_ctx.detach()));
         let strings = &learner.strings;
         records.push(HeadRecord {
             prompts: prompts.clone(),
@@ -98,7 +121,7 @@ pub fn train_category(
         format_version: FORMAT_VERSION,
         promptad_version: env!("CARGO_PKG_VERSION").into(),
         libtorch: crate::runtime::REQUIRED_TORCH.into(),
-        created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        created_unix: crate::runtime::unix_now(),
         backbone,
         category,
         dataset_root: dataset.location().url().to_string(),
@@ -111,5 +134,5 @@ pub fn train_category(
         detect: job.detect.clone(),
         version: String::new(),
     };
-    Artifact::write(out, manifest, &tensors, overwrite)
+    Ok(Artifact::write(out, manifest, &tensors, overwrite)?)
 }

@@ -22,4 +22,6 @@ pub enum PromptError {
     Diverged { step: usize, loss: f64 },
     #[error(transparent)]
     Clip(#[from] ClipError),
+    #[error(transparent)]
+    Stopped(#[from] crate::stop::Stopped),
 }

@@ -12,6 +12,7 @@ use super::learner::{PromptFeatures, PromptLearner};
 use super::loss::{alignment_loss, contrastive_loss, eam_loss, prototypes};
 use super::PromptError;
 use crate::clip::Clip;
+use crate::stop::StopToken;
 
 /// Which of PromptAD's two prompt sets is trained (two separate runs in the official code, §9.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +22,18 @@ pub enum Head {
     Image,
     /// `train_seg.py`: N = 1, trained on the V-V patch tokens `T`.
     Pixel,
+}
+
+impl Head {
+    pub const BOTH: [Head; 2] = [Head::Image, Head::Pixel];
+
+    /// The head's name: the prefix of its tensors in an artifact (`image.prototypes`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Head::Image => "image",
+            Head::Pixel => "pixel",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,12 +144,14 @@ impl Trainer {
 }
 
 /// Runs `config.steps` SGD steps on the learner's context vectors. `on_step(step, total_loss)`
-/// reports progress.
+/// reports progress; `stop` is checked before every step (a stopped run returns
+/// [`PromptError::Stopped`] and leaves the learner half-trained, for the caller to discard).
 pub fn train(
     clip: &Clip,
     learner: &mut PromptLearner,
     features: &Tensor,
     config: &TrainConfig,
+    stop: &StopToken,
     mut on_step: impl FnMut(usize, f64),
 ) -> Result<TrainReport, PromptError> {
     let started = std::time::Instant::now();
@@ -144,6 +159,7 @@ pub fn train(
     let mut trainer = Trainer::new(learner, config)?;
     let mut history = Vec::with_capacity(config.steps);
     for step in 0..config.steps {
+        stop.check()?;
         let total = trainer.step(clip, learner, &features)?;
         history.push(total);
         on_step(step, total);

@@ -8,7 +8,6 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
 use arrow::array::{ArrayRef, FixedSizeListArray, Float64Array, Int8Array, RecordBatch, StringArray, UInt16Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
@@ -19,6 +18,32 @@ use crate::metrics::stats::ImageStats;
 use crate::store::Location;
 
 pub mod published;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot write {url}: {source}")]
+    Parquet {
+        url: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("cannot build a batch of the `{table}` table: {source}")]
+    Batch {
+        table: &'static str,
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+    #[error("cannot stage a file in {dir} (set PROMPTAD_STAGING_DIR to a folder with room): {source}")]
+    Staging {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+type Result<T, E = SinkError> = std::result::Result<T, E>;
 
 /// One Parquet file being written to `<location>/<rel>`.
 pub struct AtomicParquetWriter {
@@ -35,27 +60,33 @@ impl AtomicParquetWriter {
             location,
             rel,
             schema,
-            WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build(),
+            WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level 3 is valid")))
+                .build(),
         )
     }
 
     pub fn with_properties(location: &Location, rel: &str, schema: SchemaRef, props: WriterProperties) -> Result<Self> {
         let tmp = staging_file()?;
-        let writer = ArrowWriter::try_new(tmp.reopen()?, schema, Some(props))?;
+        let parquet = |source| SinkError::Parquet { url: location.url_of(rel), source };
+        let file = tmp.reopen().map_err(|e| parquet(e.into()))?;
+        let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(parquet)?;
         Ok(Self { tmp, writer, location: location.clone(), rel: rel.to_string(), rows: 0 })
     }
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.rows += batch.num_rows();
-        self.writer.write(batch).with_context(|| format!("writing {}", self.location.url_of(&self.rel)))?;
         // One row group per batch keeps memory flat for large maps.
-        self.writer.flush()?;
-        Ok(())
+        self.writer
+            .write(batch)
+            .and_then(|()| self.writer.flush())
+            .map_err(|source| SinkError::Parquet { url: self.location.url_of(&self.rel), source })
     }
 
     /// Closes the file and publishes it; returns the rows written.
     pub fn finish(self) -> Result<usize> {
-        self.writer.close().with_context(|| format!("closing {}", self.location.url_of(&self.rel)))?;
+        let url = self.location.url_of(&self.rel);
+        self.writer.close().map_err(|source| SinkError::Parquet { url, source })?;
         self.location.upload_file(&self.rel, self.tmp.path())?;
         Ok(self.rows)
     }
@@ -65,12 +96,9 @@ impl AtomicParquetWriter {
 /// the system's temporary folder; removed when dropped.
 pub fn staging_file() -> Result<tempfile::NamedTempFile> {
     let dir = std::env::var_os("PROMPTAD_STAGING_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the staging folder {}", dir.display()))?;
-    tempfile::Builder::new()
-        .prefix(".promptad-")
-        .suffix(".parquet")
-        .tempfile_in(&dir)
-        .with_context(|| format!("cannot create a staging file in {}", dir.display()))
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| tempfile::Builder::new().prefix(".promptad-").suffix(".parquet").tempfile_in(&dir))
+        .map_err(|source| SinkError::Staging { dir, source })
 }
 
 /// One scored image.
@@ -116,24 +144,27 @@ pub fn scores_schema() -> SchemaRef {
 pub fn scores_batch(rows: &[ScoreRow]) -> Result<RecordBatch> {
     let text = |f: fn(&ScoreRow) -> &str| Arc::new(StringArray::from_iter_values(rows.iter().map(f))) as ArrayRef;
     let float = |f: fn(&ScoreRow) -> Option<f64>| Arc::new(Float64Array::from_iter(rows.iter().map(f))) as ArrayRef;
-    Ok(RecordBatch::try_new(
-        scores_schema(),
-        vec![
-            text(|r| &r.run),
-            text(|r| &r.image_id),
-            text(|r| &r.category),
-            text(|r| &r.split),
-            Arc::new(StringArray::from_iter(rows.iter().map(|r| r.defect_type.as_deref()))),
-            Arc::new(Int8Array::from_iter(rows.iter().map(|r| r.gt_label))),
-            text(|r| &r.image_path),
-            float(|r| r.pred_score),
-            float(|r| r.text_score),
-            float(|r| r.visual_max),
-            float(|r| r.max_pixel_score),
-            text(|r| &r.model_version),
-            Arc::new(StringArray::from_iter(rows.iter().map(|r| r.error.as_deref()))),
-        ],
-    )?)
+    batch(
+        "scores",
+        RecordBatch::try_new(
+            scores_schema(),
+            vec![
+                text(|r| &r.run),
+                text(|r| &r.image_id),
+                text(|r| &r.category),
+                text(|r| &r.split),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.defect_type.as_deref()))),
+                Arc::new(Int8Array::from_iter(rows.iter().map(|r| r.gt_label))),
+                text(|r| &r.image_path),
+                float(|r| r.pred_score),
+                float(|r| r.text_score),
+                float(|r| r.visual_max),
+                float(|r| r.max_pixel_score),
+                text(|r| &r.model_version),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.error.as_deref()))),
+            ],
+        ),
+    )
 }
 
 /// Maps are `u16` over [0, 1] (`metrics::quantize`), one fixed-size list of `size²` per image,
@@ -175,10 +206,11 @@ pub fn maps_batch(size: i32, keys: &RowKeys, maps: &[Vec<u16>]) -> Result<Record
         size * size,
         Arc::new(values),
         None,
-    )?;
+    )
+    .map_err(|source| SinkError::Batch { table: "maps", source })?;
     let mut columns = keys.columns().to_vec();
     columns.push(Arc::new(list));
-    Ok(RecordBatch::try_new(maps_schema(size), columns)?)
+    batch("maps", RecordBatch::try_new(maps_schema(size), columns))
 }
 
 pub fn stats_schema() -> SchemaRef {
@@ -193,5 +225,9 @@ pub fn stats_schema() -> SchemaRef {
 pub fn stats_batch(keys: &RowKeys, stats: &[ImageStats]) -> Result<RecordBatch> {
     let mut columns = keys.columns().to_vec();
     columns.push(crate::metrics::stats_arrow::to_arrow(stats));
-    Ok(RecordBatch::try_new(stats_schema(), columns)?)
+    batch("metric_stats", RecordBatch::try_new(stats_schema(), columns))
+}
+
+fn batch(table: &'static str, built: Result<RecordBatch, arrow::error::ArrowError>) -> Result<RecordBatch> {
+    built.map_err(|source| SinkError::Batch { table, source })
 }

@@ -5,9 +5,23 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
 use arrow::datatypes::{DataType, Field, Fields, Schema};
 use serde_json::Value;
+
+/// A published description that cannot be read: the file and what is wrong in it.
+#[derive(Debug, thiserror::Error)]
+#[error("schemas/{file}.json: {problem}")]
+pub struct SchemaFileError {
+    pub file: String,
+    pub problem: String,
+}
+
+type Result<T, E = SchemaFileError> = std::result::Result<T, E>;
+
+/// A problem, before the file is known.
+fn problem(text: impl Into<String>) -> SchemaFileError {
+    SchemaFileError { file: String::new(), problem: text.into() }
+}
 
 /// `(file stem, contents)` of every file in `schemas/`.
 pub const PUBLISHED: [(&str, &str); 6] = [
@@ -33,21 +47,22 @@ pub struct PublishedTable {
 impl PublishedTable {
     /// The description in `schemas/<name>.json`.
     pub fn get(name: &str) -> Result<Self> {
-        let (_, text) = PUBLISHED.iter().find(|(n, _)| *n == name).ok_or_else(|| anyhow!("no schemas/{name}.json"))?;
+        let (_, text) = PUBLISHED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| SchemaFileError { file: name.into(), problem: "no such file".into() })?;
         Self::parse(name, text)
     }
 
     pub fn parse(name: &str, text: &str) -> Result<Self> {
-        let document: Value = serde_json::from_str(text).with_context(|| format!("schemas/{name}.json is not JSON"))?;
-        let string = |key: &str| {
-            document[key].as_str().map(str::to_string).ok_or_else(|| anyhow!("schemas/{name}.json: no string `{key}`"))
-        };
+        let in_file = |problem: String| SchemaFileError { file: name.into(), problem };
+        let document: Value = serde_json::from_str(text).map_err(|e| in_file(format!("not JSON ({e})")))?;
+        let string =
+            |key: &str| document[key].as_str().map(str::to_string).ok_or_else(|| in_file(format!("no string `{key}`")));
         Ok(Self {
             name: name.into(),
             table: string("table")?,
-            schema_version: document["schema_version"]
-                .as_u64()
-                .ok_or_else(|| anyhow!("schemas/{name}.json: no `schema_version`"))?,
+            schema_version: document["schema_version"].as_u64().ok_or_else(|| in_file("no `schema_version`".into()))?,
             format: string("format")?,
             partitioning: document["partitioning"]
                 .as_array()
@@ -59,8 +74,8 @@ impl PublishedTable {
 
     /// The Arrow schema; `parameters` give the values of size expressions (`map_size`).
     pub fn arrow_schema(&self, parameters: &HashMap<&str, i64>) -> Result<Schema> {
-        let fields =
-            columns(&self.document["columns"], parameters).with_context(|| format!("schemas/{}.json", self.name))?;
+        let fields = columns(&self.document["columns"], parameters)
+            .map_err(|e| SchemaFileError { file: self.name.clone(), problem: e.problem })?;
         Ok(Schema::new(fields))
     }
 
@@ -76,12 +91,13 @@ impl PublishedTable {
 }
 
 fn columns(value: &Value, parameters: &HashMap<&str, i64>) -> Result<Fields> {
-    let list = value.as_array().ok_or_else(|| anyhow!("`columns` is not a list"))?;
+    let list = value.as_array().ok_or_else(|| problem("`columns` is not a list"))?;
     list.iter()
         .map(|c| {
-            let name = c["name"].as_str().ok_or_else(|| anyhow!("a column without a name: {c}"))?;
+            let name = c["name"].as_str().ok_or_else(|| problem(format!("a column without a name: {c}")))?;
             let nullable = c["nullable"].as_bool().unwrap_or(false);
-            let data_type = data_type(&c["type"], parameters).with_context(|| format!("column `{name}`"))?;
+            let data_type =
+                data_type(&c["type"], parameters).map_err(|e| problem(format!("column `{name}`: {}", e.problem)))?;
             Ok(Arc::new(Field::new(name, data_type, nullable)))
         })
         .collect::<Result<Vec<_>>>()
@@ -98,7 +114,7 @@ fn data_type(value: &Value, parameters: &HashMap<&str, i64>) -> Result<DataType>
     }
     if let Some(item) = value.get("fixed_size_list") {
         let size =
-            size(value["size"].as_str().ok_or_else(|| anyhow!("fixed_size_list without a `size`"))?, parameters)?;
+            size(value["size"].as_str().ok_or_else(|| problem("fixed_size_list without a `size`"))?, parameters)?;
         return Ok(DataType::FixedSizeList(
             Arc::new(Field::new("item", data_type(item, parameters)?, item_nullable)),
             size as i32,
@@ -107,7 +123,7 @@ fn data_type(value: &Value, parameters: &HashMap<&str, i64>) -> Result<DataType>
     if let Some(fields) = value.get("struct") {
         return Ok(DataType::Struct(columns(fields, parameters)?));
     }
-    bail!("unknown type {value}")
+    Err(problem(format!("unknown type {value}")))
 }
 
 fn primitive(name: &str) -> Result<DataType> {
@@ -122,10 +138,11 @@ fn primitive(name: &str) -> Result<DataType> {
         "float64" => DataType::Float64,
         other => {
             let Some(args) = other.strip_prefix("decimal128(").and_then(|r| r.strip_suffix(')')) else {
-                bail!("unknown type `{other}`")
+                return Err(problem(format!("unknown type `{other}`")));
             };
-            let (p, s) = args.split_once(',').ok_or_else(|| anyhow!("`{other}`: expected decimal128(p,s)"))?;
-            DataType::Decimal128(p.trim().parse()?, s.trim().parse()?)
+            let expected = || problem(format!("`{other}`: expected decimal128(p,s)"));
+            let (p, s) = args.split_once(',').ok_or_else(expected)?;
+            DataType::Decimal128(p.trim().parse().map_err(|_| expected())?, s.trim().parse().map_err(|_| expected())?)
         }
     })
 }
@@ -137,7 +154,10 @@ fn size(expression: &str, parameters: &HashMap<&str, i64>) -> Result<i64> {
         .map(|factor| {
             let factor = factor.trim();
             factor.parse::<i64>().or_else(|_| {
-                parameters.get(factor).copied().ok_or_else(|| anyhow!("size `{expression}`: no value for `{factor}`"))
+                parameters
+                    .get(factor)
+                    .copied()
+                    .ok_or_else(|| problem(format!("size `{expression}`: no value for `{factor}`")))
             })
         })
         .product()

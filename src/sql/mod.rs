@@ -11,7 +11,7 @@
 //! | `metric_stats` | run, image_id, category, stats (per-image [`crate::metrics::ImageStats`]) |
 //!
 //! (`schemas/` documents each.) A table holds exactly the *committed* files
-//! ([`crate::pipeline::score::committed_files`]): a unit being written or abandoned by a killed
+//! ([`crate::run::committed_files`]): a unit being written or abandoned by a killed
 //! worker is not read, even though its Hive-style folders `<table>/run=<id>/category=<c>/` exist.
 //! [`RunSelection`] narrows the session to one run (what `promptad eval` does) or keeps all.
 //!
@@ -25,8 +25,7 @@ mod output;
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, Schema};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -35,13 +34,60 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-pub use output::{write_batches, Format};
+pub use output::{write_batches, Format, OutputError};
 
-use crate::pipeline::score::{committed_files, RunManifest};
-use crate::store::Location;
+use crate::run::{committed_files, RunError, Table};
+use crate::store::{Location, StoreError};
 
-/// The tables of a scored run, in the order they are registered.
-pub const TABLES: [&str; 3] = ["scores", "maps", "metric_stats"];
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path} does not exist (expected the output folder of a scoring run)")]
+    NoOutput { path: std::path::PathBuf },
+    #[error("{out} holds no scored run (no committed units under _runs/); score into it first")]
+    NoRun { out: String },
+    #[error("run {run_id:?} has no committed output in {out}; runs there: [{}]", runs.join(", "))]
+    UnknownRun { run_id: String, out: String, runs: Vec<String> },
+    #[error("{out} holds several runs and none is complete; choose one (runs: [{}])", runs.join(", "))]
+    AmbiguousRun { out: String, runs: Vec<String> },
+    #[error("no committed `{table}` files in {out} (an interrupted run? score it again)")]
+    NoFiles { table: Table, out: String },
+    #[error("the query cannot be planned (tables: {}): {source}", tables.join(", "))]
+    Query {
+        tables: Vec<String>,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+    #[error("{what}: {source}")]
+    DataFusion {
+        what: &'static str,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+    #[error("{what}: {source}")]
+    Arrow {
+        what: &'static str,
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+    #[error("the evaluation table has no column `{column}` of type {expected}")]
+    EvalColumn { column: String, expected: &'static str },
+    #[error("listing the committed files stopped unexpectedly: {0}")]
+    Listing(#[from] tokio::task::JoinError),
+}
+
+type Result<T, E = SqlError> = std::result::Result<T, E>;
+
+fn datafusion_error(what: &'static str) -> impl FnOnce(datafusion::error::DataFusionError) -> SqlError {
+    move |source| SqlError::DataFusion { what, source }
+}
+
+fn arrow_error(what: &'static str) -> impl FnOnce(arrow::error::ArrowError) -> SqlError {
+    move |source| SqlError::Arrow { what, source }
+}
 
 /// Name under which [`EVAL_MEAN_SQL`] sees the result of [`EVAL_PER_CATEGORY_SQL`].
 pub const EVAL_PER_CATEGORY_TABLE: &str = "eval_per_category";
@@ -109,7 +155,7 @@ pub async fn session(out: &Location, runs: RunSelection) -> Result<SessionContex
 }
 
 /// A session over `out` with `config` (information_schema is switched on, so `SHOW TABLES` and
-/// `SHOW COLUMNS FROM scores` work): the tables [`TABLES`] and the metric functions registered.
+/// `SHOW COLUMNS FROM scores` work): the tables of [`Table::ALL`] and the metric functions registered.
 /// Errors name what is missing when `out` holds no scored run.
 pub async fn session_with_config(out: &Location, runs: RunSelection, config: SessionConfig) -> Result<SessionContext> {
     let (out_for_listing, runs_for_listing) = (out.clone(), runs.clone());
@@ -117,16 +163,18 @@ pub async fn session_with_config(out: &Location, runs: RunSelection, config: Ses
     let (files, run) = tokio::task::spawn_blocking(move || select_files(&out_for_listing, &runs_for_listing)).await??;
     let ctx = SessionContext::new_with_config(config.with_information_schema(true));
     crate::metrics::register_all(&ctx);
-    let store_url = ObjectStoreUrl::parse(out.store_url())?;
+    let store_url = ObjectStoreUrl::parse(out.store_url()).map_err(datafusion_error("the output's store URL"))?;
     ctx.runtime_env().register_object_store(store_url.as_ref(), out.store());
-    for table in TABLES {
-        let urls = files[table]
+    for table in Table::ALL {
+        let urls = files[&table]
             .iter()
             .map(|f| ListingTableUrl::parse(out.url_of(f)))
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
-        register_table(&ctx, urls, table)
-            .await
-            .with_context(|| format!("cannot register the `{table}` table of {out}"))?;
+            .collect::<datafusion::error::Result<Vec<_>>>()
+            .map_err(datafusion_error("a committed file's URL"))?;
+        if urls.is_empty() {
+            return Err(SqlError::NoFiles { table, out: out.url().into() });
+        }
+        register_table(&ctx, urls, table).await.map_err(datafusion_error("cannot register a table"))?;
     }
     if let Some(run) = run {
         tracing::debug!(run = %run, "session over one run");
@@ -138,53 +186,35 @@ pub async fn session_with_config(out: &Location, runs: RunSelection, config: Ses
 fn select_files(
     out: &Location,
     runs: &RunSelection,
-) -> Result<(std::collections::BTreeMap<String, Vec<String>>, Option<String>)> {
+) -> Result<(std::collections::BTreeMap<Table, Vec<String>>, Option<String>)> {
     if let Some(path) = out.local_path().filter(|p| !p.exists()) {
-        bail!("{} does not exist (expected the --out of `promptad score`)", path.display());
+        return Err(SqlError::NoOutput { path });
     }
     out.check_reachable()?;
-    let (mut files, manifests) = committed_files(out)?;
-    if files.values().all(Vec::is_empty) {
-        bail!("{out} holds no scored run (no committed units under _runs/); run `promptad score --out {out}` first");
+    let mut committed = committed_files(out)?;
+    if committed.is_empty() {
+        return Err(SqlError::NoRun { out: out.url().into() });
     }
-    let run_of = |file: &str| file.split('/').nth(1).and_then(|p| p.strip_prefix("run=")).map(str::to_string);
-    let mut all_runs: Vec<String> = files.values().flatten().filter_map(|f| run_of(f)).collect();
-    all_runs.sort();
-    all_runs.dedup();
+    let all_runs = committed.run_ids();
     let chosen = match runs {
         RunSelection::All => None,
+        RunSelection::One(id) if all_runs.contains(id) => Some(id.clone()),
         RunSelection::One(id) => {
-            if !all_runs.contains(id) {
-                bail!("run {id:?} has no committed output in {out}; runs there: [{}]", all_runs.join(", "));
-            }
-            Some(id.clone())
+            return Err(SqlError::UnknownRun { run_id: id.clone(), out: out.url().into(), runs: all_runs });
         }
-        RunSelection::Latest => Some(latest_run(&manifests, &all_runs).ok_or_else(|| {
-            anyhow!(
-                "{out} holds several runs and none is complete; choose one with --run (runs: [{}])",
-                all_runs.join(", ")
-            )
-        })?),
+        RunSelection::Latest => Some(
+            committed.latest_run().ok_or_else(|| SqlError::AmbiguousRun { out: out.url().into(), runs: all_runs })?,
+        ),
     };
     if let Some(run) = &chosen {
-        for list in files.values_mut() {
-            list.retain(|f| run_of(f).as_deref() == Some(run));
-        }
+        committed.retain_run(run);
     }
-    Ok((files, chosen))
-}
-
-fn latest_run(manifests: &[RunManifest], all_runs: &[String]) -> Option<String> {
-    manifests
-        .iter()
-        .max_by_key(|m| (m.completed_unix, m.plan.run_id.clone()))
-        .map(|m| m.plan.run_id.clone())
-        .or_else(|| (all_runs.len() == 1).then(|| all_runs[0].clone()))
+    Ok((committed.files, chosen))
 }
 
 /// Runs one read-only SQL statement and collects its result.
 pub async fn query(ctx: &SessionContext, sql: &str) -> Result<(Arc<Schema>, Vec<RecordBatch>)> {
-    let frame = ctx.sql_with_options(sql, read_only()).await.map_err(|e| anyhow!("{e}")).with_context(|| {
+    let frame = ctx.sql_with_options(sql, read_only()).await.map_err(|source| {
         let config = ctx.copied_config();
         let names = &config.options().catalog;
         let mut tables = ctx
@@ -193,10 +223,10 @@ pub async fn query(ctx: &SessionContext, sql: &str) -> Result<(Arc<Schema>, Vec<
             .map(|s| s.table_names())
             .unwrap_or_default();
         tables.sort();
-        format!("the query cannot be planned (tables: {})", tables.join(", "))
+        SqlError::Query { tables, source }
     })?;
     let schema = Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await.map_err(|e| anyhow!("{e}")).context("the query failed")?;
+    let batches = frame.collect().await.map_err(datafusion_error("the query failed"))?;
     Ok((schema, batches))
 }
 
@@ -204,14 +234,17 @@ pub async fn query(ctx: &SessionContext, sql: &str) -> Result<(Arc<Schema>, Vec<
 /// ([`EVAL_MEAN_SQL`]). Columns: category (Utf8), image_auroc, image_aupr, pixel_auroc,
 /// pixel_aupro (Float64, NULL where undefined), n_images, n_anomalous, n_skipped (Int64).
 pub async fn eval(ctx: &SessionContext) -> Result<RecordBatch> {
-    let (schema, batches) = query(ctx, EVAL_PER_CATEGORY_SQL).await.context("evaluation query (per category)")?;
-    let per_category = concat_batches(&schema, &batches)?;
+    let (schema, batches) = query(ctx, EVAL_PER_CATEGORY_SQL).await?;
+    let per_category = concat_batches(&schema, &batches).map_err(arrow_error("the per-category rows"))?;
     // The mean runs in a session of its own over the materialised rows: the caller's session is
     // left as it was, and the per-category aggregates are not computed a second time.
     let mean_ctx = SessionContext::new_with_config(ctx.copied_config());
-    mean_ctx.register_batch(EVAL_PER_CATEGORY_TABLE, per_category.clone())?;
-    let (_, mean) = query(&mean_ctx, EVAL_MEAN_SQL).await.context("evaluation query (mean)")?;
-    let mean = concat_batches(&mean.first().map(|b| b.schema()).unwrap_or_else(|| schema.clone()), &mean)?;
+    mean_ctx
+        .register_batch(EVAL_PER_CATEGORY_TABLE, per_category.clone())
+        .map_err(datafusion_error("the per-category rows"))?;
+    let (_, mean) = query(&mean_ctx, EVAL_MEAN_SQL).await?;
+    let mean = concat_batches(&mean.first().map(|b| b.schema()).unwrap_or_else(|| schema.clone()), &mean)
+        .map_err(arrow_error("the mean row"))?;
     // The literal 'mean' is Utf8 while a category read from Parquet may be Utf8View: the mean
     // row takes the per-category row's types (and nullability).
     let columns = mean
@@ -219,10 +252,11 @@ pub async fn eval(ctx: &SessionContext) -> Result<RecordBatch> {
         .iter()
         .zip(schema.fields())
         .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mean =
-        RecordBatch::try_new(schema.clone(), columns).context("the mean row does not match the per-category rows")?;
-    Ok(concat_batches(&schema, [&per_category, &mean])?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(arrow_error("the mean row"))?;
+    let mean = RecordBatch::try_new(schema.clone(), columns)
+        .map_err(arrow_error("the mean row does not match the per-category rows"))?;
+    concat_batches(&schema, [&per_category, &mean]).map_err(arrow_error("the evaluation table"))
 }
 
 /// One row of [`eval`]'s table.
@@ -241,23 +275,17 @@ pub struct EvalRow {
 impl EvalRow {
     /// Reads the rows of [`eval`]'s table.
     pub fn from_batch(batch: &RecordBatch) -> Result<Vec<EvalRow>> {
-        let column = |name: &str| {
-            batch.column_by_name(name).ok_or_else(|| anyhow!("the evaluation table has no column `{name}`"))
-        };
+        let missing = |column: &str, expected| SqlError::EvalColumn { column: column.into(), expected };
         let float = |name: &str| -> Result<Vec<Option<f64>>> {
-            let c = column(name)?;
-            let c = c
-                .as_primitive_opt::<Float64Type>()
-                .ok_or_else(|| anyhow!("`{name}` is {}, not Float64", c.data_type()))?;
-            Ok(c.iter().collect())
+            let c = batch.column_by_name(name).and_then(|c| c.as_primitive_opt::<Float64Type>());
+            Ok(c.ok_or_else(|| missing(name, "Float64"))?.iter().collect())
         };
         let count = |name: &str| -> Result<Vec<i64>> {
-            let c = column(name)?;
-            let c =
-                c.as_primitive_opt::<Int64Type>().ok_or_else(|| anyhow!("`{name}` is {}, not Int64", c.data_type()))?;
-            Ok(c.iter().map(|v| v.unwrap_or(0)).collect())
+            let c = batch.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>());
+            Ok(c.ok_or_else(|| missing(name, "Int64"))?.iter().map(|v| v.unwrap_or(0)).collect())
         };
-        let category = arrow::compute::cast(column("category")?, &DataType::Utf8)?;
+        let category = batch.column_by_name("category").ok_or_else(|| missing("category", "Utf8"))?;
+        let category = arrow::compute::cast(category, &DataType::Utf8).map_err(arrow_error("the category column"))?;
         let category = category.as_string::<i32>();
         let (ia, ip, pa, pp) =
             (float("image_auroc")?, float("image_aupr")?, float("pixel_auroc")?, float("pixel_aupro")?);
@@ -277,15 +305,15 @@ impl EvalRow {
     }
 }
 
-/// Registers the files `urls` as the listing table `table`, its schema read from the first file;
-/// a table without files is an error naming it.
-async fn register_table(ctx: &SessionContext, urls: Vec<ListingTableUrl>, table: &str) -> Result<()> {
-    if urls.is_empty() {
-        bail!("no committed `{table}` files (an interrupted run? re-run `promptad score`)");
-    }
+/// Registers the files `urls` as the listing table `table`, its schema read from the first file.
+async fn register_table(
+    ctx: &SessionContext,
+    urls: Vec<ListingTableUrl>,
+    table: Table,
+) -> datafusion::error::Result<()> {
     let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config =
         ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).infer_schema(&ctx.state()).await?;
-    ctx.register_table(table, Arc::new(ListingTable::try_new(config)?))?;
+    ctx.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
     Ok(())
 }

@@ -4,12 +4,11 @@
 
 use std::io::Write;
 
-use anyhow::{Context, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::Schema;
 
 /// How query results are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
     /// An aligned table with a header, for reading (arrow's pretty printer).
     #[default]
@@ -21,21 +20,54 @@ pub enum Format {
     Json,
 }
 
+impl Format {
+    pub const ALL: [Format; 3] = [Format::Table, Format::Csv, Format::Json];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Table => "table",
+            Format::Csv => "csv",
+            Format::Json => "json",
+        }
+    }
+}
+
+/// Results that cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("cannot write the results as {format}: {source}")]
+    Arrow {
+        format: &'static str,
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+    #[error("cannot write the results: {0}")]
+    Io(#[from] std::io::Error),
+}
+
 /// Writes `batches` (all with `schema`) to `out` in `format`.
-pub fn write_batches(schema: &Schema, batches: &[RecordBatch], format: Format, mut out: impl Write) -> Result<()> {
+pub fn write_batches(
+    schema: &Schema,
+    batches: &[RecordBatch],
+    format: Format,
+    mut out: impl Write,
+) -> Result<(), OutputError> {
+    let arrow = |source| OutputError::Arrow { format: format.name(), source };
     match format {
         Format::Table => {
             let table =
-                arrow::util::pretty::pretty_format_batches_with_schema(std::sync::Arc::new(schema.clone()), batches)?;
+                arrow::util::pretty::pretty_format_batches_with_schema(std::sync::Arc::new(schema.clone()), batches)
+                    .map_err(arrow)?;
             writeln!(out, "{table}")?;
         }
         Format::Csv => {
             let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
             if batches.is_empty() {
-                writer.write(&RecordBatch::new_empty(std::sync::Arc::new(schema.clone())))?;
+                writer.write(&RecordBatch::new_empty(std::sync::Arc::new(schema.clone()))).map_err(arrow)?;
             }
             for batch in batches {
-                writer.write(batch).context("cannot write CSV (nested columns need --format json)")?;
+                // Nested columns (lists, structs) fail here: they need JSON.
+                writer.write(batch).map_err(arrow)?;
             }
         }
         Format::Json => {
@@ -43,8 +75,8 @@ pub fn write_batches(schema: &Schema, batches: &[RecordBatch], format: Format, m
                 .with_explicit_nulls(true)
                 .build::<_, arrow::json::writer::JsonArray>(&mut out);
             let refs: Vec<&RecordBatch> = batches.iter().collect();
-            writer.write_batches(&refs)?;
-            writer.finish()?;
+            writer.write_batches(&refs).map_err(arrow)?;
+            writer.finish().map_err(arrow)?;
             drop(writer);
             writeln!(out)?;
         }

@@ -15,7 +15,7 @@ pub enum StoreError {
     #[error("the bucket of {url} does not exist ({detail}); create it or fix the URL")]
     NoBucket { url: String, detail: String },
     #[error("cannot {action} {url}: {detail}")]
-    Other { url: String, action: &'static str, detail: String },
+    Other { url: String, action: StoreAction, detail: String },
     #[error("cannot use the local file {path}: {source}")]
     Local {
         path: PathBuf,
@@ -24,37 +24,72 @@ pub enum StoreError {
     },
 }
 
+/// What was being done when a store error happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreAction {
+    Read,
+    Inspect,
+    List,
+    Write,
+    Delete,
+}
+
+impl std::fmt::Display for StoreAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreAction::Read => "read",
+            StoreAction::Inspect => "inspect",
+            StoreAction::List => "list",
+            StoreAction::Write => "write",
+            StoreAction::Delete => "delete",
+        })
+    }
+}
+
 impl StoreError {
-    pub fn from_object_store(error: object_store::Error, url: &str, action: &'static str) -> Self {
+    /// Classifies an `object_store` error by its kind, and for HTTP stores by the kind of the
+    /// HTTP failure under it (never by its text).
+    ///
+    /// On S3 a listing answers 200 for a prefix that does not exist, so a listing that is *not
+    /// found* means the bucket is missing (`NoSuchBucket`).
+    pub fn from_object_store(error: object_store::Error, url: &str, action: StoreAction) -> Self {
+        use object_store::client::HttpErrorKind;
         let url = url.to_string();
-        let detail = chain(&error);
-        match error {
-            _ if detail.contains("NoSuchBucket") => Self::NoBucket { url, detail: short(&detail) },
+        let detail = short(&chain(&error));
+        match &error {
+            object_store::Error::NotFound { .. } if action == StoreAction::List => Self::NoBucket { url, detail },
             object_store::Error::NotFound { .. } => Self::NotFound { url },
             object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
-                Self::Denied { url, detail: short(&detail) }
+                Self::Denied { url, detail }
             }
-            _ if ["AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403 Forbidden"]
-                .iter()
-                .any(|k| detail.contains(k)) =>
-            {
-                Self::Denied { url, detail: short(&detail) }
-            }
-            _ if ["error sending request", "connect", "dns error", "timed out", "Connection refused"]
-                .iter()
-                .any(|k| detail.contains(k)) =>
-            {
-                Self::Unreachable { url, detail: short(&detail) }
-            }
-            _ => Self::Other { url, action, detail },
+            _ => match http_error_kind(&error) {
+                Some(
+                    HttpErrorKind::Connect
+                    | HttpErrorKind::Request
+                    | HttpErrorKind::Timeout
+                    | HttpErrorKind::Interrupted,
+                ) => Self::Unreachable { url, detail },
+                _ => Self::Other { url, action, detail },
+            },
         }
     }
 
-    /// Whether trying again later may succeed (network, throttling) rather than needing a fix.
+    /// Whether trying again later may succeed (network) rather than needing a fix.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unreachable { .. })
-            || matches!(self, Self::Other { detail, .. } if detail.contains("503") || detail.contains("SlowDown"))
     }
+}
+
+/// The kind of the HTTP failure in an error's source chain, if any.
+fn http_error_kind(error: &(dyn std::error::Error + 'static)) -> Option<object_store::client::HttpErrorKind> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(http) = e.downcast_ref::<object_store::client::HttpError>() {
+            return Some(http.kind());
+        }
+        current = e.source();
+    }
+    None
 }
 
 /// The error with its sources, one line.

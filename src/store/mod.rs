@@ -15,6 +15,8 @@
 
 mod error;
 
+pub use error::StoreAction;
+
 use std::future::Future;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
@@ -206,7 +208,7 @@ impl Location {
     pub fn get(&self, rel: &str) -> Result<Bytes, StoreError> {
         let url = self.url_of(rel);
         block_on(async { self.store.get(&self.path(rel)).await?.bytes().await })
-            .map_err(|e| StoreError::from_object_store(e, &url, "read"))
+            .map_err(|e| StoreError::from_object_store(e, &url, StoreAction::Read))
     }
 
     /// The bytes of the object `rel`, or `None` if there is none (one request, not a HEAD and a
@@ -222,7 +224,7 @@ impl Location {
     pub fn get_range(&self, rel: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
         let url = self.url_of(rel);
         block_on(self.store.get_range(&self.path(rel), range))
-            .map_err(|e| StoreError::from_object_store(e, &url, "read"))
+            .map_err(|e| StoreError::from_object_store(e, &url, StoreAction::Read))
     }
 
     /// Size and time of `rel`, or `None` if there is no such object.
@@ -230,7 +232,7 @@ impl Location {
         match block_on(self.store.head(&self.path(rel))) {
             Ok(meta) => Ok(Some(meta)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(StoreError::from_object_store(e, &self.url_of(rel), "inspect")),
+            Err(e) => Err(StoreError::from_object_store(e, &self.url_of(rel), StoreAction::Inspect)),
         }
     }
 
@@ -245,8 +247,10 @@ impl Location {
         let url = self.url_of(rel);
         let mut objects: Vec<ObjectMeta> =
             block_on(self.store.list(Some(&prefix)).try_collect::<Vec<_>>()).or_else(|e| match e {
-                object_store::Error::NotFound { .. } => Ok(Vec::new()),
-                e => Err(StoreError::from_object_store(e, &url, "list")),
+                // A missing folder on disk; on S3 a missing prefix lists as empty and not-found
+                // means a missing bucket.
+                object_store::Error::NotFound { .. } if self.is_local() => Ok(Vec::new()),
+                e => Err(StoreError::from_object_store(e, &url, StoreAction::List)),
             })?;
         objects.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(objects)
@@ -258,8 +262,8 @@ impl Location {
         let url = self.url_of(rel);
         let listing = match block_on(self.store.list_with_delimiter(Some(&prefix))) {
             Ok(listing) => listing,
-            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
-            Err(e) => return Err(StoreError::from_object_store(e, &url, "list")),
+            Err(object_store::Error::NotFound { .. }) if self.is_local() => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::from_object_store(e, &url, StoreAction::List)),
         };
         let mut names: Vec<String> =
             listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
@@ -272,7 +276,7 @@ impl Location {
         let url = self.url_of(rel);
         block_on(self.store.put(&self.path(rel), PutPayload::from(bytes)))
             .map(|_| ())
-            .map_err(|e| StoreError::from_object_store(e, &url, "write"))
+            .map_err(|e| StoreError::from_object_store(e, &url, StoreAction::Write))
     }
 
     /// Writes `bytes` to `rel` only if nothing is there; `Ok(false)` if something was.
@@ -282,7 +286,7 @@ impl Location {
         match block_on(self.store.put_opts(&self.path(rel), PutPayload::from(bytes), options)) {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => Ok(false),
-            Err(e) => Err(StoreError::from_object_store(e, &url, "write")),
+            Err(e) => Err(StoreError::from_object_store(e, &url, StoreAction::Write)),
         }
     }
 
@@ -301,8 +305,11 @@ impl Location {
         }
         let path = self.path(rel);
         let result: Result<(), StoreError> = block_on(async {
-            let upload =
-                self.store.put_multipart(&path).await.map_err(|e| StoreError::from_object_store(e, &url, "write"))?;
+            let upload = self
+                .store
+                .put_multipart(&path)
+                .await
+                .map_err(|e| StoreError::from_object_store(e, &url, StoreAction::Write))?;
             let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_SIZE);
             let mut file = std::fs::File::open(source).map_err(io)?;
             let mut buffer = vec![0u8; MULTIPART_PART_SIZE];
@@ -313,11 +320,11 @@ impl Location {
                 }
                 // At most two parts in flight: memory stays at a few parts whatever the file size.
                 if let Err(e) = writer.wait_for_capacity(2).await {
-                    return Err(StoreError::from_object_store(e, &url, "write"));
+                    return Err(StoreError::from_object_store(e, &url, StoreAction::Write));
                 }
                 writer.write(&buffer[..n]);
             }
-            writer.finish().await.map(|_| ()).map_err(|e| StoreError::from_object_store(e, &url, "write"))
+            writer.finish().await.map(|_| ()).map_err(|e| StoreError::from_object_store(e, &url, StoreAction::Write))
         });
         result.map(|_| size)
     }
@@ -326,7 +333,7 @@ impl Location {
         let url = self.url_of(rel);
         match block_on(self.store.delete(&self.path(rel))) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(StoreError::from_object_store(e, &url, "delete")),
+            Err(e) => Err(StoreError::from_object_store(e, &url, StoreAction::Delete)),
         }
     }
 
@@ -346,7 +353,7 @@ impl Location {
         let url = self.url.clone();
         block_on(self.store.list_with_delimiter(Some(&self.prefix))).map(|_| ()).or_else(|e| match e {
             object_store::Error::NotFound { .. } if self.is_local() => Ok(()),
-            e => Err(StoreError::from_object_store(e, &url, "list")),
+            e => Err(StoreError::from_object_store(e, &url, StoreAction::List)),
         })
     }
 }

@@ -1,0 +1,48 @@
+//! The JSON records of a run: the plan, a unit's commit record and the category's manifest
+//! (`schemas/run_manifest.json`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The work of one category of a run, written once by the first worker; every worker checks it
+/// agrees, so one run id never mixes two models or two datasets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunPlan {
+    pub run_id: String,
+    pub category: String,
+    pub model_version: String,
+    pub dataset: String,
+    pub map_size: i64,
+    /// The work units, in order.
+    pub units: Vec<PlannedUnit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedUnit {
+    pub name: String,
+    pub images: usize,
+}
+
+/// A unit's commit record: its files exist and are complete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnitRecord {
+    pub unit: String,
+    pub category: String,
+    pub images: usize,
+    pub skipped: usize,
+    /// Relative to the output root, one per table (keyed by the table's name).
+    pub files: BTreeMap<String, String>,
+    pub seconds: f64,
+}
+
+/// The manifest of one category of a run, written last.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunManifest {
+    pub plan: RunPlan,
+    pub images: usize,
+    pub skipped: usize,
+    pub files: Vec<String>,
+    pub promptad_version: String,
+    pub completed_unix: u64,
+}
