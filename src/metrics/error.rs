@@ -42,6 +42,12 @@ pub enum MetricError {
     /// A score is NaN: it has no place in a ranking.
     #[error("{metric}: score at index {index} is NaN")]
     NanScore { metric: &'static str, index: usize },
+    /// A score is ±∞ where a finite value is required (a calibration file holds finite numbers).
+    #[error("{metric}: score at index {index} is not finite ({value}); calibrate on finite scores")]
+    NonFiniteScore { metric: &'static str, index: usize, value: f64 },
+    /// A quantile for the normal-only threshold must lie in (0, 1].
+    #[error("calibration: normal quantile {value} is outside (0, 1]")]
+    Quantile { value: f64 },
     /// A map or mask does not have `width × height` values.
     #[error("{what}: {len} values, expected {width}×{height}")]
     Shape { what: &'static str, len: usize, width: usize, height: usize },

@@ -10,6 +10,13 @@
 //! | `image_aupr(score, label)`       | [`aupr::aupr`]           | `image_aupr.rs`   |
 //! | `pixel_auroc(stats)`             | [`auroc::pixel_auroc`]   | `pixel_auroc.rs`  |
 //! | `pixel_aupro(stats [, limit])`   | [`aupro::pixel_aupro`]   | `pixel_aupro.rs`  |
+//! | `f1_max(score, label)`           | [`f1::f1_max`] `.f1`     | `image_f1.rs`     |
+//! | `f1_threshold(score, label)`     | [`f1::f1_max`] `.threshold` | `image_f1.rs`  |
+//! | `pixel_f1_max(stats)`            | [`f1::pixel_f1_max`] `.f1` | `pixel_f1.rs`   |
+//! | `pixel_f1_threshold(stats)`      | [`f1::pixel_f1_max`] `.threshold` | `pixel_f1.rs` |
+//!
+//! [`calibration::Calibration`] turns the F1 thresholds of a labelled set into the decisions
+//! (`score >= threshold`) and anomalib-style normalised scores a scoring run reports.
 //!
 //! `stats` is the per-image [`ImageStats`] column ([`stats_arrow`] has its Arrow layout);
 //! scores are stored quantised ([`quantize`]). Every metric is exact for the values it is given
@@ -24,13 +31,17 @@ use datafusion::prelude::SessionContext;
 pub mod aupr;
 pub mod aupro;
 pub mod auroc;
+pub mod calibration;
 pub mod curve;
 pub mod error;
+pub mod f1;
 pub mod image_aupr;
 pub mod image_auroc;
+pub mod image_f1;
 mod labelled_scores;
 pub mod pixel_aupro;
 pub mod pixel_auroc;
+pub mod pixel_f1;
 pub mod quantize;
 pub mod stats;
 pub mod stats_arrow;
@@ -40,11 +51,15 @@ mod test_support;
 pub use aupr::{aupr, average_precision};
 pub use aupro::{aupro, pixel_aupro, SegmentationMap, DEFAULT_FPR_LIMIT};
 pub use auroc::{auroc, pixel_auroc};
+pub use calibration::{Calibration, CalibrationError, ImageCalibration, PixelCalibration, ThresholdMethod};
 pub use error::{MetricError, UndefinedReason};
+pub use f1::{confusion_at, f1_max, pixel_confusion_at, pixel_f1_max, Confusion, F1Max, PixelF1Max};
 pub use image_aupr::image_aupr_udaf;
 pub use image_auroc::image_auroc_udaf;
+pub use image_f1::{f1_max_udaf, f1_threshold_udaf};
 pub use pixel_aupro::pixel_aupro_udaf;
 pub use pixel_auroc::pixel_auroc_udaf;
+pub use pixel_f1::{pixel_f1_max_udaf, pixel_f1_threshold_udaf};
 pub use quantize::{dequantize, quantize};
 pub use stats::{auroc_tie_bound, ImageStats, StatsSum};
 pub use stats_arrow::{from_arrow, stats_data_type, stats_schema_field, to_arrow};
@@ -53,12 +68,21 @@ pub use stats_arrow::{from_arrow, stats_data_type, stats_schema_field, to_arrow}
 pub const DOC_SECTION: DocSection = DocSection {
     include: true,
     label: "Anomaly Detection Metrics",
-    description: Some("Exact AUROC, AUPR and AUPRO (anomalib >= 2.3 / MVTec AD definitions)."),
+    description: Some("Exact AUROC, AUPR, AUPRO and F1-max thresholds (anomalib >= 2.3 / MVTec AD definitions)."),
 };
 
 /// Every aggregate function of this module.
 pub fn all_functions() -> Vec<Arc<AggregateUDF>> {
-    vec![image_auroc_udaf(), image_aupr_udaf(), pixel_auroc_udaf(), pixel_aupro_udaf()]
+    vec![
+        image_auroc_udaf(),
+        image_aupr_udaf(),
+        pixel_auroc_udaf(),
+        pixel_aupro_udaf(),
+        f1_max_udaf(),
+        f1_threshold_udaf(),
+        pixel_f1_max_udaf(),
+        pixel_f1_threshold_udaf(),
+    ]
 }
 
 /// Registers [`all_functions`] with a session.
@@ -84,6 +108,18 @@ pub mod expr_fn {
     pub fn pixel_aupro(stats: Expr, fpr_limit: f64) -> Expr {
         super::pixel_aupro_udaf().call(vec![stats, lit(fpr_limit)])
     }
+    pub fn f1_max(score: Expr, label: Expr) -> Expr {
+        super::f1_max_udaf().call(vec![score, label])
+    }
+    pub fn f1_threshold(score: Expr, label: Expr) -> Expr {
+        super::f1_threshold_udaf().call(vec![score, label])
+    }
+    pub fn pixel_f1_max(stats: Expr) -> Expr {
+        super::pixel_f1_max_udaf().call(vec![stats])
+    }
+    pub fn pixel_f1_threshold(stats: Expr) -> Expr {
+        super::pixel_f1_threshold_udaf().call(vec![stats])
+    }
 }
 
 #[cfg(test)]
@@ -100,7 +136,7 @@ mod tests {
                 assert!(names.insert(name.to_lowercase()), "duplicate function name: {name}");
             }
         }
-        assert_eq!(names.len(), 4);
+        assert_eq!(names.len(), 8);
     }
 
     #[test]

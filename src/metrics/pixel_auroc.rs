@@ -21,6 +21,7 @@ use datafusion::scalar::ScalarValue;
 
 use super::aupro::{check_fpr_limit, pixel_aupro};
 use super::auroc::pixel_auroc;
+use super::f1::pixel_f1_max;
 use super::labelled_scores::metric_scalar;
 use super::stats::StatsSum;
 use super::stats_arrow::{check_stats_type, stats_data_type, to_struct_array, StatsView};
@@ -111,8 +112,8 @@ impl AggregateUDFImpl for PixelAuroc {
     }
 }
 
-/// The one state field of `pixel_auroc` and `pixel_aupro`: `<name>[stats]`, the merged
-/// statistics in the layout of [`stats_data_type`].
+/// The one state field of `pixel_auroc`, `pixel_aupro` and the pixel F1 functions:
+/// `<name>[stats]`, the merged statistics in the layout of [`stats_data_type`].
 pub(crate) fn stats_state_field(name: &str) -> FieldRef {
     Arc::new(Field::new(format_state_name(name, "stats"), stats_data_type(), true))
 }
@@ -134,6 +135,10 @@ pub(crate) fn stats_state(sum: &mut StatsSum) -> Result<Vec<ScalarValue>> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum PixelMetric {
     Auroc,
+    /// `pixel_f1_max`: the largest F1 ([`super::f1::pixel_f1_max`]).
+    F1Max,
+    /// `pixel_f1_threshold`: the dequantised threshold it is reached at.
+    F1Threshold,
     /// `fpr_limit` is a constant of the query, given to every partial and final accumulator, so
     /// it is not part of the state.
     Aupro {
@@ -141,8 +146,9 @@ pub enum PixelMetric {
     },
 }
 
-/// Accumulator of `pixel_auroc` and `pixel_aupro`. State: `[stats]`, the sum of the statistics
-/// seen so far (a [`StatsSum`], exact integer sums, so partial states merge in any order).
+/// Accumulator of `pixel_auroc`, `pixel_aupro`, `pixel_f1_max` and `pixel_f1_threshold`. State:
+/// `[stats]`, the sum of the statistics seen so far (a [`StatsSum`], exact integer sums, so
+/// partial states merge in any order).
 #[derive(Debug)]
 pub struct PixelMetricAccumulator {
     sum: StatsSum,
@@ -160,6 +166,12 @@ impl PixelMetricAccumulator {
         }
         Ok(Self { sum: StatsSum::new(), metric: PixelMetric::Aupro { fpr_limit } })
     }
+
+    /// `F1Max` or `F1Threshold` (`Auroc` and `Aupro` have their own constructors).
+    pub fn f1(metric: PixelMetric) -> Self {
+        debug_assert!(matches!(metric, PixelMetric::F1Max | PixelMetric::F1Threshold));
+        Self { sum: StatsSum::new(), metric }
+    }
 }
 
 impl Accumulator for PixelMetricAccumulator {
@@ -172,6 +184,8 @@ impl Accumulator for PixelMetricAccumulator {
         metric_scalar(match self.metric {
             PixelMetric::Auroc => pixel_auroc(&stats),
             PixelMetric::Aupro { fpr_limit } => pixel_aupro(&stats, fpr_limit),
+            PixelMetric::F1Max => pixel_f1_max(&stats).map(|r| r.f1),
+            PixelMetric::F1Threshold => pixel_f1_max(&stats).map(|r| r.threshold),
         })
     }
 
