@@ -69,7 +69,8 @@ pub const TABLE: [ExitRow; 8] = [
     ExitRow {
         code: BAD_CONFIG,
         meaning: "impossible request",
-        examples: "an invalid run spec, an index the plan does not have, --index not below --count, a bad run id, \
+        examples:
+            "an invalid run spec, an index the plan does not have, --index not below --shard-count, a bad run id, \
                    an unknown device, a category without prompts, a model config that does not fit",
         retry: Retry::Never,
     },
@@ -294,8 +295,7 @@ fn score(e: &crate::pipeline::score::ScoreError) -> Option<u8> {
         E::Model(e) => clip(e),
         E::BadImage { .. } | E::ImagesSkipped { .. } => Some(BAD_INPUT),
         E::Stopped(_) => Some(STOPPED),
-        // The cause is next in the chain.
-        E::InUnit { .. } => None,
+        E::InUnit { source, .. } => score(source),
         E::Metric(_) | E::Torch(_) | E::ReaderPanicked => None,
     }
 }

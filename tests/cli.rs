@@ -121,7 +121,7 @@ fn every_flag_clap_knows_is_documented_in_help() {
             checked += 1;
         }
     }
-    assert!(checked > 100, "only {checked} arguments seen: the walk over the commands is broken");
+    assert!(checked > 80, "only {checked} arguments seen: the walk over the commands is broken");
 }
 
 /// One spelling per concept (issue 11): outputs are --out, run ids --run, work indices --index,

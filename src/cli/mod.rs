@@ -102,9 +102,6 @@ fn hint_for(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     };
     if let Some(e) = e.downcast_ref::<ScoreError>() {
         return match e {
-            ScoreError::BadImage { .. } => {
-                Some("pass --skip-bad to record such images in the scores table and go on".into())
-            }
             ScoreError::ImagesSkipped { .. } => Some("after fixing the images, score again with --overwrite".into()),
             ScoreError::BadWorker { index, count } => {
                 Some(format!("--index {index} must be below --shard-count {count}"))

@@ -59,7 +59,7 @@ pub enum ScoreError {
     #[error("the model's outputs cannot be read back: {0}")]
     Torch(#[from] tch::TchError),
     /// An image that cannot be used, when undecodable images are not to be recorded and skipped.
-    #[error("{source}")]
+    #[error("{source} (pass --skip-bad to record it and go on)")]
     BadImage {
         #[source]
         source: DataError,
@@ -267,7 +267,8 @@ pub fn score_category(
                             .push(SkippedImage { image_id: item.record.image_id.clone(), error: error.clone() });
                         writer.skip(&run_id, &item.record, &version, error);
                     }
-                    Err(source) => return Err(in_unit(ScoreError::BadImage { source })),
+                    // The error names the image (its file, or its shard and row).
+                    Err(source) => return Err(ScoreError::BadImage { source }),
                 }
             }
             if !good.is_empty() {

@@ -45,15 +45,15 @@ pub enum SqlError {
     Run(#[from] RunError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{path} does not exist (expected the output folder of a scoring run)")]
+    #[error("{path} does not exist (expected the --out of `promptad score`)")]
     NoOutput { path: std::path::PathBuf },
-    #[error("{out} holds no scored run (no committed units under _runs/); score into it first")]
+    #[error("{out} holds no scored run (no committed units under _runs/); run `promptad score --out {out}` first")]
     NoRun { out: String },
     #[error("run {run_id:?} has no committed output in {out}; runs there: [{}]", runs.join(", "))]
     UnknownRun { run_id: String, out: String, runs: Vec<String> },
-    #[error("{out} holds several runs and none is complete; choose one (runs: [{}])", runs.join(", "))]
+    #[error("{out} holds several runs and none is complete; choose one with --run (runs: [{}])", runs.join(", "))]
     AmbiguousRun { out: String, runs: Vec<String> },
-    #[error("no committed `{table}` files in {out} (an interrupted run? score it again)")]
+    #[error("cannot register the `{table}` table of {out}: no committed `{table}` files (an interrupted run? re-run `promptad score`)")]
     NoFiles { table: Table, out: String },
     #[error("the query cannot be planned (tables: {}): {source}", tables.join(", "))]
     Query {
