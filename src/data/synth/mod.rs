@@ -258,6 +258,18 @@ pub enum SynthError {
     Placement { category: &'static str, defect: &'static str, seed: u64 },
 }
 
+/// The object name a generated category is prompted with: its name with spaces for `_`.
+pub fn prompt_name(category: &str) -> String {
+    category.replace('_', " ")
+}
+
+/// The manual anomaly states of a generated category: `"{} with <defect type>"` for each of its
+/// defect types, with spaces for `_` (what `promptad demo` and a spec with `catalog = "synth"`
+/// train with).
+pub fn anomaly_states<S: AsRef<str>>(defect_types: &[S]) -> Vec<String> {
+    defect_types.iter().map(|d| format!("{{}} with {}", d.as_ref().replace('_', " "))).collect()
+}
+
 /// The built-in categories, in their default order.
 pub fn categories() -> Vec<CategoryInfo> {
     CATEGORIES.iter().map(|c| c.info()).collect()
