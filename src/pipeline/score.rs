@@ -186,7 +186,7 @@ pub fn detector<'a>(artifact: &Artifact, clip: &'a Clip, detect: DetectConfig) -
     let banks: Vec<Tensor> = artifact.memory_banks().iter().map(on_device).collect();
     Detector {
         clip,
-        memory: VisualMemory { banks },
+        memory: VisualMemory { taps: artifact.manifest.detect.taps.clone(), banks },
         image_prototypes: on_device(&artifact.tensors["image.prototypes"]),
         pixel_prototypes: on_device(&artifact.tensors["pixel.prototypes"]),
         config: detect,
