@@ -260,6 +260,7 @@ fn data(e: &crate::data::DataError) -> Option<u8> {
         | E::ShardTruncated { .. }
         | E::ShardColumn { .. }
         | E::BadShardList { .. }
+        | E::BadSynthSummary { .. }
         | E::ShardListVersion { .. } => Some(BAD_INPUT),
         E::NoRowsPerShard | E::AlreadyPacked { .. } => Some(BAD_CONFIG),
         E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Some(MISSING_INPUT),
@@ -292,7 +293,8 @@ fn score(e: &crate::pipeline::score::ScoreError) -> Option<u8> {
         E::Store(e) => store(e),
         E::Data(e) => data(e),
         E::Sink(e) => sink(e),
-        E::Model(e) => clip(e),
+        E::Model(crate::detect::DetectError::Clip(e)) => clip(e),
+        E::Model(crate::detect::DetectError::TapMismatch { .. }) => Some(BAD_CONFIG),
         E::BadImage { .. } | E::ImagesSkipped { .. } => Some(BAD_INPUT),
         E::Stopped(_) => Some(STOPPED),
         E::InUnit { source, .. } => score(source),

@@ -168,9 +168,12 @@ fn bad_input_gets_clear_errors() {
         .to_string()
     };
 
-    // Unknown category: not built in and no display name.
+    // Unknown category: not built in, no display name, and no synth.json that names it.
+    let summary = data.join("synth.json");
+    std::fs::rename(&summary, tmp.path().join("synth.json.away")).unwrap();
     let err = train(TrainJob { category_name: None, anomaly_suffixes: None, ..job(&data, "weave", 1) });
     assert!(err.contains("unknown category \"weave\"") && err.contains("--category-name"), "{err}");
+    std::fs::rename(tmp.path().join("synth.json.away"), &summary).unwrap();
     // A category that is not in the dataset folder.
     let err = train(job(&data, "bottle_cap", 1));
     assert!(err.contains("bottle_cap") && err.contains("weave"), "{err}");
@@ -211,6 +214,21 @@ fn bad_input_gets_clear_errors() {
             |_| {},
         )
     };
+
+    // A detection config tapping other blocks than the model's memory: a typed error naming
+    // both tap lists, not a panic.
+    let other_taps = score_category(
+        &artifact,
+        &clip,
+        DetectConfig { taps: vec![3], ..DetectConfig::default() },
+        &dataset(&data),
+        "weave",
+        &loc(&tmp.path().join("s0")),
+        &options(),
+        |_| {},
+    );
+    let err = format!("{:#}", other_taps.err().expect("scoring with other taps must fail"));
+    assert!(err.contains("[3]") && err.contains("[3, 8]") && err.contains("detect.taps"), "{err}");
 
     // A corrupt test image: an error naming it, or with skip_bad a recorded row.
     let defect_dir = std::fs::read_dir(data.join("weave/test"))
@@ -259,6 +277,30 @@ fn bad_input_gets_clear_errors() {
     std::fs::remove_file(&mask).unwrap();
     let err = score("s3", true).err().unwrap().to_string();
     assert!(err.contains("001.png") && err.contains("001_mask.png"), "{err}");
+}
+
+#[test]
+fn training_a_generated_category_without_a_name_takes_its_prompts_from_synth_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synth(&data, &["washer"]);
+    let (clip, backbone) = random_backbone(7, Device::Cpu).unwrap();
+    let job = TrainJob { category_name: None, anomaly_suffixes: None, k: 1, ..job(&data, "washer", 1) };
+    let manifest = train_category(&job, &clip, backbone, &loc(&tmp.path().join("m")), false, |_, _, _| {}).unwrap();
+    // What synth.json lists for the category, read independently of the library.
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(data.join("synth.json")).unwrap()).unwrap();
+    let washer = summary["categories"].as_array().unwrap().iter().find(|c| c["name"] == "washer").unwrap();
+    let own: Vec<String> = washer["defects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{{}} with {}", d["defect_type"].as_str().unwrap().replace('_', " ")))
+        .collect();
+    assert_eq!(own, ["{} with scratch", "{} with crack", "{} with missing part", "{} with stain"]);
+    assert_eq!(manifest.category.name, "washer");
+    let states = &manifest.category.anomaly_states;
+    assert_eq!(states.len(), 8 + own.len(), "the 8 generic states, then the category's own: {states:?}");
+    assert_eq!(&states[8..], own.as_slice());
 }
 
 #[test]
@@ -334,7 +376,16 @@ fn ablations_change_what_is_trained_and_scored() {
         TrainJob { train: TrainConfig { steps: 3, eam: false, ..TrainConfig::default() }, ..base() },
         Guidance::Fused,
     );
-    assert!(!e.train.eam);
+    // The artifact on the store records the ablation, and before the first step (same seed,
+    // same prompts) the losses differ by the EAM term alone, which is a hinge (≥ 0; up to float
+    // rounding of the rest of the loss) and active in the pixel head.
+    assert!(!Artifact::read(&loc(&tmp.path().join("no-eam"))).unwrap().manifest.train.eam);
+    assert!(full.train.eam);
+    let first = |m: &promptad::artifact::Manifest| (m.image_head.report.losses[0], m.pixel_head.report.losses[0]);
+    let ((full_image, full_pixel), (e_image, e_pixel)) = (first(&full), first(&e));
+    eprintln!("first losses: image {full_image} (no EAM {e_image}), pixel {full_pixel} (no EAM {e_pixel})");
+    assert!(full_image - e_image >= -1e-5, "image EAM term {} < 0", full_image - e_image);
+    assert!(full_pixel - e_pixel > 1e-4, "pixel EAM term {} is not active at init", full_pixel - e_pixel);
     // The pixel head's EAM hinges per channel (reference §5), so some are active at any init.
     assert_ne!(e.pixel_head.report.losses, full.pixel_head.report.losses, "dropping EAM changes the loss");
     let (_, vision) = run("vision-only", base(), Guidance::VisionOnly);

@@ -106,7 +106,7 @@ fn promptad_matches_the_python_reference() {
     let image_prototypes = check_head(&f, "cls", "bottle", PromptConfig::image_level(), &train.global);
     let pixel_prototypes = check_head(&f, "seg", "metal_nut", PromptConfig::pixel_level(), &train.patch_tokens);
 
-    let memory = VisualMemory::from_taps(&train.taps);
+    let memory = VisualMemory::from_taps(&TAPS, &train.taps);
     assert_close("memory bank 1", &memory.banks[0], r("memory.r1"), 1e-6);
     assert_close("memory bank 2", &memory.banks[1], r("memory.r2"), 1e-6);
     let visual = memory.distance(&test.taps);

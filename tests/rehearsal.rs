@@ -8,10 +8,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{promptad, s3};
+use common::{promptad, s3, Watched};
 use promptad::run::{worker_range, RunPlan};
 use promptad::store::Location;
 
@@ -76,10 +76,14 @@ fn worker_progress(results: &Location, category: &str, worker: usize) -> Option<
     Some((committed, mine.len()))
 }
 
+/// How often the store is checked for a committed unit while waiting (the wait itself blocks on
+/// the run's exit).
+const PROGRESS_CHECK: Duration = Duration::from_millis(20);
+
 /// Waits until worker `index` (category, worker) has committed a unit but not all of its units,
 /// then sends it `signals` in order; returns what it had committed.
 fn interrupt(
-    run: &mut Child,
+    run: &Watched,
     spec: &Path,
     results: &Location,
     index: usize,
@@ -89,11 +93,6 @@ fn interrupt(
 ) -> (usize, usize) {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        assert!(
-            run.try_wait().unwrap().is_none(),
-            "promptad run ended before score worker {index} could be interrupted"
-        );
-        assert!(Instant::now() < deadline, "score worker {index} never committed a unit");
         if let (Some(pid), Some((committed, total))) =
             (worker_pid("score", spec, index), worker_progress(results, category, worker))
         {
@@ -111,7 +110,11 @@ fn interrupt(
                 return (committed, total);
             }
         }
-        std::thread::sleep(Duration::from_millis(5));
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "score worker {index} never committed a unit");
+        if let Some(status) = run.ended_within(PROGRESS_CHECK.min(left)) {
+            panic!("promptad run ended ({status}) before score worker {index} could be interrupted");
+        }
     }
 }
 
@@ -173,17 +176,17 @@ fn a_rehearsal_with_a_stopped_and_a_killed_worker_gives_the_results_of_an_undist
 
     // The disturbed run: no retries for counted failures, so the killed index fails the run.
     let log = dir.path().join("disturbed.log");
-    let mut run = Command::new(env!("CARGO_BIN_EXE_promptad"))
-        .args(["run", spec_b.to_str().unwrap(), "--local", "--parallel", "2", "--backoff-limit-per-index", "0"])
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(std::fs::File::options().append(true).open(&log).unwrap()))
-        .spawn()
-        .unwrap();
+    let run = Watched::spawn(
+        Command::new(env!("CARGO_BIN_EXE_promptad"))
+            .args(["run", spec_b.to_str().unwrap(), "--local", "--parallel", "2", "--backoff-limit-per-index", "0"])
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::from(std::fs::File::options().append(true).open(&log).unwrap())),
+    );
     let results = Location::parse(&results_b).unwrap();
     // Scoring index 0 is weave's worker 0 of 2; index 3 is washer's worker 1 of 2.
-    let (stopped_at, stopped_of) = interrupt(&mut run, &spec_b, &results, 0, "weave", 0, &["TERM", "CONT"]);
-    let (killed_at, killed_of) = interrupt(&mut run, &spec_b, &results, 3, "washer", 1, &["KILL"]);
-    let status = run.wait().unwrap();
+    let (stopped_at, stopped_of) = interrupt(&run, &spec_b, &results, 0, "weave", 0, &["TERM", "CONT"]);
+    let (killed_at, killed_of) = interrupt(&run, &spec_b, &results, 3, "washer", 1, &["KILL"]);
+    let status = run.wait();
     let text_b = std::fs::read_to_string(&log).unwrap();
     eprintln!(
         "stopped score worker 0 after {stopped_at}/{stopped_of} units, killed worker 3 after {killed_at}/{killed_of}"

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{copy_dir, s3};
+use common::{copy_dir, s3, Watched};
 use promptad::data::synth::{generate, SynthConfig};
 use promptad::store::Location;
 
@@ -392,21 +392,23 @@ fn a_killed_writer_leaves_nothing_visible_and_the_rerun_equals_an_undisturbed_ru
         let data = data().to_str().unwrap();
         let out = format!("{root}/scores");
         let args = score_args(&model, data, &out, &["--rows-per-unit", "1", "--run", "r"]);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_promptad"))
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = Watched::spawn(
+            Command::new(env!("CARGO_BIN_EXE_promptad")).args(&args).stdout(Stdio::null()).stderr(Stdio::null()),
+        );
         let location = Location::parse(&out).unwrap();
         let units = format!("_runs/run=r/category={CATEGORY}/units");
-        let started = Instant::now();
+        // The store is checked every 20 ms; in between the wait blocks on the worker's exit.
+        let deadline = Instant::now() + Duration::from_secs(120);
         while location.list(&units).unwrap().is_empty() {
-            assert!(started.elapsed() < Duration::from_secs(120), "no unit committed in 2 minutes");
-            std::thread::sleep(Duration::from_millis(5));
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no unit committed in 2 minutes");
+            if let Some(status) = child.ended_within(Duration::from_millis(20).min(left)) {
+                panic!("the worker ended ({status}) before it committed a unit");
+            }
         }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        // Not sent if the worker already finished: the assertion below then says so.
+        child.signal("KILL");
+        child.wait();
         let committed = location.list(&units).unwrap().len();
         assert!(committed < test_images(), "the worker finished before it could be killed; make the run longer");
         // Only committed units are visible, whatever files the killed worker left.

@@ -5,6 +5,7 @@
 //! PromptAD's `CLIPAD/transformer.py` `Attention` / `ResidualAttentionBlock.forward`
 //! (reference `promptad-official-behaviour.md` §2.1).
 
+use tch::nn::Module;
 use tch::{nn, Kind, Tensor};
 
 /// LayerNorm computed in fp32 whatever the activation dtype, like open_clip's `LayerNormFp32`
@@ -31,23 +32,11 @@ impl LayerNorm {
     }
 }
 
-/// `nn.Linear`: weight stored `[out, in]`, applied as `x @ W.T + b`.
-#[derive(Debug)]
-pub struct Linear {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Linear {
-    pub fn new(p: nn::Path, in_dim: i64, out_dim: i64) -> Self {
-        let weight = p.var("weight", &[out_dim, in_dim], nn::Init::Const(0.0));
-        let bias = p.var("bias", &[out_dim], nn::Init::Const(0.0));
-        Self { weight, bias }
-    }
-
-    pub fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.linear(&self.weight, Some(&self.bias))
-    }
+/// `nn.Linear` (`weight [out, in]`, `bias [out]`, applied as `x @ W.T + b`) as `tch::nn::Linear`,
+/// created zero-filled: every value comes from the checkpoint (strict loading checks the keys).
+fn linear(p: nn::Path, in_dim: i64, out_dim: i64) -> nn::Linear {
+    let zeros = nn::LinearConfig { ws_init: nn::Init::Const(0.0), bs_init: Some(nn::Init::Const(0.0)), bias: true };
+    nn::linear(p, in_dim, out_dim, zeros)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,10 +63,10 @@ pub struct ResidualAttentionBlock {
     /// Packed `[W_q; W_k; W_v]`, `[3C, C]`, as `nn.MultiheadAttention` stores it.
     in_proj_weight: Tensor,
     in_proj_bias: Tensor,
-    out_proj: Linear,
+    out_proj: nn::Linear,
     ln_2: LayerNorm,
-    c_fc: Linear,
-    c_proj: Linear,
+    c_fc: nn::Linear,
+    c_proj: nn::Linear,
     heads: i64,
     activation: Activation,
 }
@@ -101,10 +90,10 @@ impl ResidualAttentionBlock {
             ln_1: LayerNorm::new(&p / "ln_1", width),
             in_proj_weight: attn.var("in_proj_weight", &[3 * width, width], nn::Init::Const(0.0)),
             in_proj_bias: attn.var("in_proj_bias", &[3 * width], nn::Init::Const(0.0)),
-            out_proj: Linear::new(&attn / "out_proj", width, width),
+            out_proj: linear(&attn / "out_proj", width, width),
             ln_2: LayerNorm::new(&p / "ln_2", width),
-            c_fc: Linear::new(&mlp / "c_fc", width, mlp_width),
-            c_proj: Linear::new(&mlp / "c_proj", mlp_width, width),
+            c_fc: linear(&mlp / "c_fc", width, mlp_width),
+            c_proj: linear(&mlp / "c_proj", mlp_width, width),
             heads,
             activation,
         }

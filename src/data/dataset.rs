@@ -2,12 +2,13 @@
 //! scoring: the normal training images of a category, and its images to score cut into
 //! deterministic work units (one per shard; for a folder, runs of `rows_per_unit` sorted images).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rayon::prelude::*;
 
 use super::folder::{list_categories, scan_category, Sample, Split};
 use super::shard::{list_shards, ImageRecord, ShardInfo, ShardReader, SHARD_LIST};
+use super::synth;
 use super::DataError;
 use crate::store::Location;
 
@@ -76,6 +77,21 @@ impl Dataset {
         DataError::UnknownCategory { root: self.location().url().to_string(), category: category.into(), available }
     }
 
+    /// The prompts of `category` as `promptad synth` describes it in the dataset's `synth.json`:
+    /// its object name and manual anomaly states ([`synth::prompt_name`],
+    /// [`synth::anomaly_states`]). `None` when the dataset has no `synth.json` or it does not
+    /// list the category.
+    pub fn synth_prompts(&self, category: &str) -> Result<Option<(String, Vec<String>)>> {
+        let root = self.location();
+        let Some(bytes) = root.get_if_exists(synth::SUMMARY_FILE)? else { return Ok(None) };
+        let summary: synth::SynthSummary = serde_json::from_slice(&bytes)
+            .map_err(|source| DataError::BadSynthSummary { url: root.url_of(synth::SUMMARY_FILE), source })?;
+        Ok(summary.category(category).map(|c| {
+            let defect_types: Vec<&str> = c.defects.iter().map(|d| d.defect_type.as_str()).collect();
+            (synth::prompt_name(&c.name), synth::anomaly_states(&defect_types))
+        }))
+    }
+
     /// The normal training images of `category` (metadata only), sorted by id.
     pub fn train_good(&self, category: &str) -> Result<Vec<Sample>> {
         match self {
@@ -113,20 +129,25 @@ impl Dataset {
         match self {
             Self::Folder(root) => samples.par_iter().map(|s| fetch(root, s)).collect(),
             Self::Shards(root) => {
-                let Some(category) = samples.first().map(|s| s.category.clone()) else { return Ok(Vec::new()) };
-                let mut wanted: HashMap<&str, usize> =
-                    samples.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+                // Samples may come from several categories; each is looked up in its own
+                // category's training shards (ids are unique within a category only).
+                let mut wanted: BTreeMap<&str, HashMap<&str, usize>> = BTreeMap::new();
+                for (i, s) in samples.iter().enumerate() {
+                    wanted.entry(s.category.as_str()).or_default().insert(s.id.as_str(), i);
+                }
                 let mut found: Vec<Option<ImageRecord>> = vec![None; samples.len()];
-                for shard in self.category_shards(&category, |split| split == "train")? {
-                    for batch in ShardReader::open(root, &shard.path, 64, true)? {
-                        for record in batch? {
-                            if let Some(i) = wanted.remove(record.image_id.as_str()) {
-                                found[i] = Some(record);
+                for (category, ids) in &mut wanted {
+                    for shard in self.category_shards(category, |split| split == "train")? {
+                        for batch in ShardReader::open(root, &shard.path, 64, true)? {
+                            for record in batch? {
+                                if let Some(i) = ids.remove(record.image_id.as_str()) {
+                                    found[i] = Some(record);
+                                }
                             }
                         }
-                    }
-                    if wanted.is_empty() {
-                        break;
+                        if ids.is_empty() {
+                            break;
+                        }
                     }
                 }
                 found
@@ -214,4 +235,77 @@ pub fn fetch(root: &Location, sample: &Sample) -> Result<ImageRecord> {
         source_uri: root.url_of(&sample.image),
         origin: root.url_of(&sample.image),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::shard::write_shard;
+    use bytes::Bytes;
+
+    /// A train record whose bytes say where it belongs: `<category>/<id>`.
+    fn record(category: &str, id: &str) -> ImageRecord {
+        ImageRecord {
+            image_id: id.into(),
+            category: category.into(),
+            split: "train".into(),
+            defect_type: Some("good".into()),
+            gt_label: Some(0),
+            image: Bytes::from(format!("{category}/{id}")),
+            mask: None,
+            source_uri: format!("src/{category}/{id}.png"),
+            origin: String::new(),
+        }
+    }
+
+    /// Shards of two categories with the same image ids, written without `_shards.json` (as
+    /// another tool would): `a` in two shards of 20 and 3 rows, `b` in one of 5.
+    fn two_category_shards(root: &Location) {
+        let ids = |range: std::ops::Range<usize>| range.map(|i| format!("{i:03}")).collect::<Vec<_>>();
+        for (category, index, ids) in [("a", 0, ids(0..20)), ("a", 1, ids(20..23)), ("b", 0, ids(0..5))] {
+            let records = ids.iter().map(|id| Ok(record(category, id))).collect::<Vec<_>>();
+            let info = write_shard(root, category, "train", index, records.into_iter()).unwrap();
+            assert_eq!(info.rows, ids.len());
+        }
+        assert!(!root.exists(SHARD_LIST).unwrap());
+    }
+
+    #[test]
+    fn shards_listed_without_a_shard_list_report_their_row_counts_not_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Location::parse(dir.path().to_str().unwrap()).unwrap();
+        two_category_shards(&root);
+        let mut rows: Vec<(String, usize)> =
+            list_shards(&root).unwrap().into_iter().map(|s| (s.path, s.rows)).collect();
+        rows.sort();
+        assert_eq!(
+            rows,
+            [
+                ("category=a/split=train/part-00000.parquet".to_string(), 20),
+                ("category=a/split=train/part-00001.parquet".to_string(), 3),
+                ("category=b/split=train/part-00000.parquet".to_string(), 5),
+            ]
+        );
+    }
+
+    #[test]
+    fn loading_shots_of_several_categories_reads_each_from_its_own_shards() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Location::parse(dir.path().to_str().unwrap()).unwrap();
+        two_category_shards(&root);
+        let dataset = Dataset::open(root.url()).unwrap();
+        assert!(matches!(dataset, Dataset::Shards(_)));
+        let a = dataset.train_good("a").unwrap();
+        let b = dataset.train_good("b").unwrap();
+        assert_eq!((a.len(), b.len()), (23, 5));
+        // Interleaved, with ids that exist in both categories and one from a's second shard.
+        let samples = vec![b[3].clone(), a[3].clone(), a[21].clone(), b[0].clone(), a[0].clone()];
+        let loaded = dataset.load(&samples).unwrap();
+        let got: Vec<(String, String, Bytes)> = loaded.into_iter().map(|r| (r.category, r.image_id, r.image)).collect();
+        let want: Vec<(String, String, Bytes)> = samples
+            .iter()
+            .map(|s| (s.category.clone(), s.id.clone(), Bytes::from(format!("{}/{}", s.category, s.id))))
+            .collect();
+        assert_eq!(got, want);
+    }
 }

@@ -67,6 +67,14 @@ pub enum DataError {
     ShardBatch(#[source] arrow::error::ArrowError),
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
+    #[error(
+        "{url} is not a description written by `promptad synth` ({source}); fix or remove it, or pass --category-name"
+    )]
+    BadSynthSummary {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("rows per shard must be at least 1")]
     NoRowsPerShard,
     #[error("{url} already holds {what}; overwrite it to pack again")]

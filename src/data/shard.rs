@@ -147,7 +147,8 @@ fn shard_batch(records: &[ImageRecord]) -> Result<RecordBatch> {
 }
 
 /// The shards under `root`: from `_shards.json` when it exists, else by listing
-/// `category=*/split=*/part-*.parquet` (a shard set written by another tool).
+/// `category=*/split=*/part-*.parquet` (a shard set written by another tool), with each shard's
+/// row count read from its Parquet footer.
 pub fn list_shards(root: &Location) -> Result<Vec<ShardInfo>> {
     if let Some(list) = read_shard_list(root)? {
         return Ok(list.shards);
@@ -172,7 +173,40 @@ pub fn list_shards(root: &Location) -> Result<Vec<ShardInfo>> {
             });
         }
     }
+    let rows = footer_row_counts(root, &shards)?;
+    for (shard, rows) in shards.iter_mut().zip(rows) {
+        shard.rows = rows;
+    }
     Ok(shards)
+}
+
+/// Footer reads of a listing done at once: enough in flight to hide the latency of a remote store.
+const FOOTERS_IN_FLIGHT: usize = 16;
+
+/// The row count of each shard from its Parquet footer (a ranged read per shard, no data read).
+fn footer_row_counts(root: &Location, shards: &[ShardInfo]) -> Result<Vec<usize>> {
+    block_on(async {
+        futures::stream::iter(shards)
+            .map(|shard| async move {
+                let url = root.url_of(&shard.path);
+                let reader = ParquetObjectReader::new(root.store(), root.path(&shard.path)).with_file_size(shard.bytes);
+                let builder = ParquetRecordBatchStreamBuilder::new(reader)
+                    .await
+                    .map_err(|source| DataError::ShardUnreadable { url: url.clone(), source })?;
+                let rows = builder.metadata().file_metadata().num_rows();
+                usize::try_from(rows).map_err(|_| DataError::ShardColumn {
+                    url,
+                    column: "(footer row count)".into(),
+                    expected: "a row count of 0 or more".into(),
+                    found: rows.to_string(),
+                })
+            })
+            .buffered(FOOTERS_IN_FLIGHT)
+            .collect::<Vec<Result<usize>>>()
+            .await
+            .into_iter()
+            .collect()
+    })
 }
 
 pub fn read_shard_list(root: &Location) -> Result<Option<ShardList>> {

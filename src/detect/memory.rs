@@ -8,23 +8,44 @@
 
 use tch::{Kind, Tensor};
 
+use super::DetectError;
+
 /// Memory rows compared per matrix product: bounds the `[B·P, chunk]` similarity block.
 const MEMORY_CHUNK: i64 = 8192;
 
 #[derive(Debug)]
 pub struct VisualMemory {
+    /// The vision blocks the banks were tapped at, in bank order (the artifact's `detect.taps`).
+    pub taps: Vec<usize>,
     /// One bank per memory tap, each `[k·P, width]`, L2-normalised rows (`feature_gallery1/2`).
     pub banks: Vec<Tensor>,
 }
 
 impl VisualMemory {
-    /// From the normalised taps of the k shots, each `[k, P, width]`.
-    pub fn from_taps(taps: &[Tensor]) -> Self {
-        Self { banks: taps.iter().map(|t| t.reshape([-1, *t.size().last().expect("taps are [k, P, W]")])).collect() }
+    /// From the normalised taps of the k shots, each `[k, P, width]`, tapped at blocks `taps`.
+    pub fn from_taps(taps: &[usize], features: &[Tensor]) -> Self {
+        Self {
+            taps: taps.to_vec(),
+            banks: features.iter().map(|t| t.reshape([-1, *t.size().last().expect("taps are [k, P, W]")])).collect(),
+        }
+    }
+
+    /// Test features tapped at blocks `requested` can be compared with this memory only if they
+    /// are the blocks the memory was built from, in the same order.
+    pub fn check_taps(&self, requested: &[usize]) -> Result<(), DetectError> {
+        if requested != self.taps.as_slice() || self.banks.len() != self.taps.len() {
+            return Err(DetectError::TapMismatch {
+                memory: self.taps.clone(),
+                banks: self.banks.len(),
+                requested: requested.to_vec(),
+            });
+        }
+        Ok(())
     }
 
     /// `V`, `[B, P]`: the mean over banks of the nearest-neighbour cosine distance / 2. `taps`
-    /// are the normalised test taps, in bank order, each `[B, P, width]`.
+    /// are the normalised test taps, in bank order, each `[B, P, width]` (their blocks checked
+    /// with [`VisualMemory::check_taps`]; a different count here is a bug).
     pub fn distance(&self, taps: &[Tensor]) -> Tensor {
         assert_eq!(taps.len(), self.banks.len(), "one test tap per memory bank");
         let per_bank: Vec<Tensor> =
@@ -59,6 +80,23 @@ mod tests {
     use super::*;
     use crate::clip::l2_normalize;
     use tch::Device;
+
+    #[test]
+    fn a_config_whose_taps_differ_from_the_memory_is_a_typed_error_naming_both() {
+        let shots = Tensor::randn([1, 4, 8], (Kind::Float, Device::Cpu));
+        let memory = VisualMemory::from_taps(&[3, 8], &[shots.shallow_clone(), shots]);
+        assert!(memory.check_taps(&[3, 8]).is_ok());
+        for requested in [vec![3, 9], vec![8, 3], vec![3], vec![3, 8, 11]] {
+            let err = memory.check_taps(&requested).unwrap_err();
+            assert!(
+                matches!(&err, DetectError::TapMismatch { memory, requested: r, .. } if memory == &[3, 8] && r == &requested),
+                "{err:?}"
+            );
+            let text = err.to_string();
+            assert!(text.contains("[3, 8]") && text.contains(&format!("{requested:?}")), "{text}");
+            assert!(text.contains("retrain"), "says what to do: {text}");
+        }
+    }
 
     #[test]
     fn matches_the_brute_force_minimum_across_chunks() {

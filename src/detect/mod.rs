@@ -14,6 +14,19 @@ use fusion::{anomaly_probability, harmonic_fusion};
 use maps::{gaussian_filter, upsample_bilinear};
 use memory::VisualMemory;
 
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error(
+        "the detection config taps vision blocks {requested:?}, but the model's visual memory was built from blocks \
+         {memory:?} ({banks} bank(s)); score with the model's own taps (its manifest's detect.taps) or retrain with \
+         --taps {}",
+        requested.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    )]
+    TapMismatch { memory: Vec<usize>, banks: usize, requested: Vec<usize> },
+    #[error(transparent)]
+    Clip(#[from] ClipError),
+}
+
 /// Which evidence is used: PromptAD fuses both; the other two are the Table 3 ablations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -66,8 +79,9 @@ pub struct Detector<'a> {
 }
 
 impl<'a> Detector<'a> {
-    /// Scores preprocessed images `[B, 3, S, S]`.
-    pub fn detect(&self, images: &Tensor) -> Result<Detection, ClipError> {
+    /// Scores preprocessed images `[B, 3, S, S]`. Taps other than the memory's are an error.
+    pub fn detect(&self, images: &Tensor) -> Result<Detection, DetectError> {
+        self.memory.check_taps(&self.config.taps)?;
         tch::no_grad(|| {
             let features =
                 self.clip.visual.forward_vv(&images.to_device(self.clip.device), &self.config.taps)?.normalized();

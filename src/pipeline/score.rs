@@ -21,13 +21,13 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::artifact::Artifact;
-use crate::clip::{Clip, ClipError};
+use crate::clip::Clip;
 use crate::data::dataset::{Dataset, WorkUnit};
 use crate::data::prepare::{mask, model_input, Compat, Role};
 use crate::data::shard::ImageRecord;
 use crate::data::DataError;
 use crate::detect::memory::VisualMemory;
-use crate::detect::{DetectConfig, Detector};
+use crate::detect::{DetectConfig, DetectError, Detector};
 use crate::metrics::quantize::quantize;
 use crate::metrics::stats::{ImageStats, StatsSum};
 use crate::metrics::{auroc, pixel_aupro, pixel_auroc, MetricError, DEFAULT_FPR_LIMIT};
@@ -55,7 +55,7 @@ pub enum ScoreError {
     #[error(transparent)]
     Metric(#[from] MetricError),
     #[error(transparent)]
-    Model(#[from] ClipError),
+    Model(#[from] DetectError),
     #[error("the model's outputs cannot be read back: {0}")]
     Torch(#[from] tch::TchError),
     /// An image that cannot be used, when undecodable images are not to be recorded and skipped.
@@ -190,7 +190,10 @@ pub fn detector<'a>(artifact: &Artifact, clip: &'a Clip, detect: DetectConfig) -
     let on_device = |t: &Tensor| t.to_device(clip.device).to_kind(Kind::Float);
     Detector {
         clip,
-        memory: VisualMemory { banks: artifact.memory_banks().iter().map(on_device).collect() },
+        memory: VisualMemory {
+            taps: artifact.manifest.detect.taps.clone(),
+            banks: artifact.memory_banks().iter().map(on_device).collect(),
+        },
         image_prototypes: on_device(artifact.prototypes(Head::Image)),
         pixel_prototypes: on_device(artifact.prototypes(Head::Pixel)),
         config: detect,

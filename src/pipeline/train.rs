@@ -47,7 +47,8 @@ pub struct TrainJob {
     /// The dataset's URL: folders (MVTec AD / VisA layout) or image shards, on any store.
     pub dataset: String,
     pub category: String,
-    /// Display name for a category that is not built in.
+    /// Display name for a category that is not built in. Without it and `anomaly_suffixes`, a
+    /// category listed in the dataset's `synth.json` takes the name and states given there.
     pub category_name: Option<String>,
     /// Manual anomaly suffixes for a category that is not built in (`"{} with scratch"`).
     pub anomaly_suffixes: Option<Vec<String>>,
@@ -82,9 +83,17 @@ pub fn train_category(
     stop: &StopToken,
     mut on_step: impl FnMut(Head, usize, f64),
 ) -> Result<Manifest> {
-    let category =
-        Catalog::builtin().resolve(&job.category, job.category_name.as_deref(), job.anomaly_suffixes.as_deref())?;
     let dataset = Dataset::open(&job.dataset)?;
+    // Without prompt flags, a category `promptad synth` generated is prompted as its synth.json says.
+    let synth = match (&job.category_name, &job.anomaly_suffixes) {
+        (None, None) => dataset.synth_prompts(&job.category)?,
+        _ => None,
+    };
+    let (name, suffixes) = match &synth {
+        Some((name, states)) => (Some(name.as_str()), Some(states.as_slice())),
+        None => (job.category_name.as_deref(), job.anomaly_suffixes.as_deref()),
+    };
+    let category = Catalog::builtin().resolve(&job.category, name, suffixes)?;
     let shots = select_shots(&dataset.train_good(&job.category)?, job.k, job.seed, job.shots.as_deref())?;
     tracing::info!(category = %job.category, k = shots.len(), shots = ?shots.iter().map(|s| &s.id).collect::<Vec<_>>(), "shots chosen");
     let size = clip.visual.image_size() as u32;

@@ -14,8 +14,9 @@
 //! directory, so a spec means the same wherever it is run from.
 
 pub mod plan;
+mod validate;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -23,10 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::clip::Precision;
 use crate::detect::DetectConfig;
 use crate::pipeline::train::TrainJob;
-use crate::prompt::categories::Catalog;
 use crate::prompt::learner::PromptConfig;
 use crate::prompt::train::TrainConfig;
-use crate::store::Location;
 
 /// A run spec as written. See `jobs/README.md` for every key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -273,7 +272,7 @@ impl Spec {
             toml::from_str(text).map_err(|e| SpecError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         let base = std::path::absolute(path).ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
         anchor_paths(&mut run, &base);
-        let (categories, problems) = validate(&run);
+        let (categories, problems) = validate::validate(&run);
         if !problems.is_empty() {
             return Err(SpecError::Invalid { path: path.to_path_buf(), problems });
         }
@@ -325,9 +324,9 @@ impl Spec {
             return Some((custom.name.clone(), custom.anomaly_states.clone()));
         }
         if self.run.dataset.catalog == CatalogKind::Synth {
-            let info = crate::data::synth::categories().into_iter().find(|c| c.name == category)?;
-            let states = info.defect_types.iter().map(|d| format!("{{}} with {}", d.replace('_', " "))).collect();
-            return Some((category.replace('_', " "), Some(states)));
+            use crate::data::synth;
+            let info = synth::categories().into_iter().find(|c| c.name == category)?;
+            return Some((synth::prompt_name(category), Some(synth::anomaly_states(&info.defect_types))));
         }
         None
     }
@@ -377,299 +376,6 @@ fn anchor_paths(run: &mut RunSpec, base: &Path) {
     for archive in &mut run.score.archives {
         anchor(&mut archive.url);
     }
-}
-
-/// A name usable as one path segment and in Kubernetes-friendly ids.
-fn is_segment(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-}
-
-/// The known category keys of a catalog.
-fn catalog_keys(kind: CatalogKind) -> Vec<String> {
-    match kind {
-        CatalogKind::Mvtec => Catalog::builtin().keys("mvtec").into_iter().map(String::from).collect(),
-        CatalogKind::Visa => Catalog::builtin().keys("visa").into_iter().map(String::from).collect(),
-        CatalogKind::Synth => crate::data::synth::categories().into_iter().map(|c| c.name.to_string()).collect(),
-        CatalogKind::Custom => Vec::new(),
-    }
-}
-
-/// The closest of `candidates` to `word`, if it is close (a typo, not another word).
-fn closest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
-    fn distance(a: &str, b: &str) -> usize {
-        let b: Vec<char> = b.chars().collect();
-        let mut row: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut previous = row[0];
-            row[0] = i + 1;
-            for (j, cb) in b.iter().enumerate() {
-                let substitute = previous + usize::from(ca != *cb);
-                previous = row[j + 1];
-                row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
-            }
-        }
-        row[b.len()]
-    }
-    candidates
-        .iter()
-        .map(|c| (distance(word, c), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c.as_str())
-}
-
-/// Checks a URL parses as a store location.
-fn check_url(problems: &mut Vec<Problem>, key: &str, url: &str) {
-    if let Err(e) = Location::parse(url) {
-        problems.push(Problem { key: key.into(), message: e.to_string() });
-    }
-}
-
-/// Every check that needs no store; returns the resolved categories and the problems found.
-fn validate(run: &RunSpec) -> (Vec<String>, Vec<Problem>) {
-    let mut problems = Vec::new();
-    let mut problem = |key: &str, message: String| problems.push(Problem { key: key.into(), message });
-
-    // dataset
-    let dataset = &run.dataset;
-    if let Some(name) = &dataset.name {
-        if !is_segment(name) {
-            problem("dataset.name", format!("{name:?} must be one path segment: letters, digits, '-', '_' and '.'"));
-        }
-    }
-    for (key, custom) in &dataset.custom {
-        if !is_segment(key) {
-            problem(
-                &format!("dataset.custom.{key}"),
-                "a category key must be one path segment: letters, digits, '-', '_' and '.'".into(),
-            );
-        }
-        if custom.name.trim().is_empty() {
-            problem(
-                &format!("dataset.custom.{key}.name"),
-                "must not be empty: it is the object name in the prompts".into(),
-            );
-        }
-        for (i, state) in custom.anomaly_states.iter().flatten().enumerate() {
-            if state.matches("{}").count() != 1 {
-                problem(
-                    &format!("dataset.custom.{key}.anomaly_states[{i}]"),
-                    format!(
-                        "{state:?} must contain exactly one {{}} where the object name goes, e.g. \"{{}} with tear\""
-                    ),
-                );
-            }
-        }
-    }
-    let known = catalog_keys(dataset.catalog);
-    let mut categories: Vec<String> = Vec::new();
-    match &dataset.categories {
-        CategorySelection::Keyword(word) if word == "all" => {
-            categories.extend(known.iter().cloned());
-            categories.extend(dataset.custom.keys().filter(|k| !known.contains(k)).cloned());
-            if categories.is_empty() {
-                problem("dataset.categories", "\"all\" of the custom catalog is nothing: add [dataset.custom.<key>] tables or list the categories".into());
-            }
-        }
-        CategorySelection::Keyword(word) => problem(
-            "dataset.categories",
-            format!("{word:?}: write \"all\" or a list of category keys, e.g. [\"bottle\", \"cable\"]"),
-        ),
-        CategorySelection::List(list) => {
-            if list.is_empty() {
-                problem("dataset.categories", "the list is empty: name at least one category, or write \"all\"".into());
-            }
-            let mut seen = BTreeSet::new();
-            for (i, category) in list.iter().enumerate() {
-                let key = format!("dataset.categories[{i}]");
-                if !seen.insert(category) {
-                    problem(&key, format!("{category:?} is listed twice"));
-                } else if !known.contains(category) && !dataset.custom.contains_key(category) {
-                    let hint = match closest(category, &known) {
-                        Some(near) => format!(" (did you mean {near:?}?)"),
-                        None => String::new(),
-                    };
-                    let listing = if known.is_empty() {
-                        "the custom catalog has only the [dataset.custom] categories".to_string()
-                    } else {
-                        format!("known: {}", known.join(", "))
-                    };
-                    problem(
-                        &key,
-                        format!(
-                            "unknown {} category {category:?}{hint}; {listing}. For a category of your own add [dataset.custom.{category}] with its prompt name",
-                            dataset.catalog.label()
-                        ),
-                    );
-                } else {
-                    categories.push(category.clone());
-                }
-            }
-        }
-    }
-    check_url(&mut problems, "dataset.url", &dataset.url);
-    if dataset.name.is_none() && !is_segment(&last_segment(&dataset.url)) {
-        problems.push(Problem {
-            key: "dataset.name".into(),
-            message: format!(
-                "the last segment of dataset.url ({:?}) cannot name the artifact folder; set dataset.name",
-                last_segment(&dataset.url)
-            ),
-        });
-    }
-
-    // backbone
-    let backbone = &run.backbone;
-    match (&backbone.weights, backbone.random_init) {
-        (Some(_), Some(_)) => problems.push(Problem { key: "backbone".into(), message: "give weights or random_init, not both".into() }),
-        (None, None) => problems.push(Problem {
-            key: "backbone".into(),
-            message: "no backbone: set weights = \"s3://.../open_clip_model.safetensors\" (OpenCLIP safetensors) or random_init = SEED".into(),
-        }),
-        (Some(weights), None) => {
-            check_url(&mut problems, "backbone.weights", weights);
-            if !weights.ends_with(".safetensors") {
-                problems.push(Problem {
-                    key: "backbone.weights".into(),
-                    message: format!("{weights} is not a .safetensors file; convert .pt/.bin releases once with scripts/convert_checkpoint.py and upload the result"),
-                });
-            }
-            let config = backbone.config.as_deref().unwrap_or("ViT-B-16-plus-240");
-            if config.ends_with(".json") || config.contains('/') {
-                problems.push(Problem { key: "backbone.config".into(), message: format!("{config:?}: a spec names a built-in config (ViT-B-16-plus-240, ViT-B-16); config files are not shipped to workers") });
-            } else if let Err(e) = crate::clip::ModelConfig::resolve(config) {
-                problems.push(Problem { key: "backbone.config".into(), message: e.to_string() });
-            }
-        }
-        (None, Some(_)) => {
-            if let Some(config) = backbone.config.as_deref().filter(|c| *c != "demo-vit-240") {
-                problems.push(Problem { key: "backbone.config".into(), message: format!("{config:?}: random_init builds the demo-vit-240 backbone only; drop config or give weights") });
-            }
-        }
-    }
-
-    // train
-    let train = &run.train;
-    if train.shots.is_empty() {
-        problems.push(Problem {
-            key: "train.shots".into(),
-            message: "empty: list the k values to train, e.g. [1, 2, 4]".into(),
-        });
-    }
-    for (i, &k) in train.shots.iter().enumerate() {
-        if k == 0 {
-            problems.push(Problem { key: format!("train.shots[{i}]"), message: "k must be at least 1".into() });
-        }
-        if train.shots[..i].contains(&k) {
-            problems.push(Problem { key: format!("train.shots[{i}]"), message: format!("k = {k} is listed twice") });
-        }
-    }
-    if train.seeds.is_empty() {
-        problems.push(Problem {
-            key: "train.seeds".into(),
-            message: "empty: list at least one seed (official: 111)".into(),
-        });
-    }
-    for (i, seed) in train.seeds.iter().enumerate() {
-        if train.seeds[..i].contains(seed) {
-            problems
-                .push(Problem { key: format!("train.seeds[{i}]"), message: format!("seed {seed} is listed twice") });
-        }
-    }
-    if train.steps == 0 {
-        problems.push(Problem { key: "train.steps".into(), message: "must be at least 1 (official: 100)".into() });
-    }
-    check_url(&mut problems, "train.artifacts", &train.artifacts);
-
-    // score
-    let score = &run.score;
-    check_url(&mut problems, "score.out", &score.out);
-    if let Err(e) = plan::check_run_id_template(&score.run_id) {
-        problems.push(Problem { key: "score.run_id".into(), message: e.to_string() });
-    }
-    let trained: Vec<ModelRef> =
-        train.shots.iter().flat_map(|&k| train.seeds.iter().map(move |&seed| ModelRef { k, seed })).collect();
-    if let Some(models) = &score.models {
-        if models.is_empty() {
-            problems.push(Problem {
-                key: "score.models".into(),
-                message: "empty: leave it out to score with every trained model".into(),
-            });
-        }
-        for (i, model) in models.iter().enumerate() {
-            if !trained.contains(model) {
-                problems.push(Problem {
-                    key: format!("score.models[{i}]"),
-                    message: format!(
-                        "k = {} seed = {} is not trained by this spec (train.shots {:?}, train.seeds {:?})",
-                        model.k, model.seed, train.shots, train.seeds
-                    ),
-                });
-            } else if models[..i].contains(model) {
-                problems.push(Problem { key: format!("score.models[{i}]"), message: "listed twice".into() });
-            }
-        }
-    }
-    for (key, value) in [
-        ("score.workers_per_category", score.workers_per_category),
-        ("score.rows_per_unit", score.rows_per_unit),
-        ("score.batch_size", score.batch_size),
-    ] {
-        if value == 0 {
-            problems.push(Problem { key: key.into(), message: "must be at least 1".into() });
-        }
-    }
-    let mut names = BTreeSet::new();
-    for (i, archive) in score.archives.iter().enumerate() {
-        let key = format!("score.archives[{i}]");
-        if !is_segment(&archive.name) {
-            problems.push(Problem {
-                key: format!("{key}.name"),
-                message: format!("{:?} must be one path segment: letters, digits, '-', '_' and '.'", archive.name),
-            });
-        } else if !names.insert(archive.name.clone()) {
-            problems.push(Problem {
-                key: format!("{key}.name"),
-                message: format!(
-                    "{:?} is used by another archive; names must differ (each names an output folder)",
-                    archive.name
-                ),
-            });
-        }
-        check_url(&mut problems, &format!("{key}.url"), &archive.url);
-        for (j, category) in archive.categories.iter().flatten().enumerate() {
-            if !categories.contains(category) {
-                problems.push(Problem {
-                    key: format!("{key}.categories[{j}]"),
-                    message: format!(
-                        "{category:?} is not one of the spec's categories ({}): there is no model to score it with",
-                        categories.join(", ")
-                    ),
-                });
-            }
-        }
-        if archive.categories.as_ref().is_some_and(Vec::is_empty) {
-            problems.push(Problem {
-                key: format!("{key}.categories"),
-                message: "empty: leave it out to score every category".into(),
-            });
-        }
-    }
-
-    // runtime
-    let device = run.runtime.device.as_str();
-    let valid_device = matches!(device, "cpu" | "cuda" | "auto")
-        || device.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
-    if !valid_device {
-        problems.push(Problem {
-            key: "runtime.device".into(),
-            message: format!("{device:?}: use cpu, cuda, cuda:N or auto"),
-        });
-    }
-    (categories, problems)
 }
 
 #[cfg(test)]

@@ -226,23 +226,24 @@ pub fn resolve_run_id(template: &str, job_name: Option<&str>) -> Result<String, 
                  for a Job made by hand pass --run-id (e.g. nightly-2025-01-31)"
             ),
         })?;
-        id = id.replace("{schedule_date}", &utc_date(minutes * 60));
+        let date = minutes.checked_mul(60).and_then(utc_date).ok_or_else(|| SpecError::RunId {
+            template: template.into(),
+            reason: format!(
+                "{job:?} names minute {minutes} since 1970, which is no date; for a Job made by hand pass --run-id \
+                 (e.g. nightly-2025-01-31)"
+            ),
+        })?;
+        id = id.replace("{schedule_date}", &date);
     }
     Ok(id)
 }
 
-/// `YYYY-MM-DD` of a Unix time, UTC (H. Hinnant's `civil_from_days`).
-fn utc_date(unix_seconds: i64) -> String {
-    let z = unix_seconds.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+/// `YYYY-MM-DD` of a Unix time, UTC; `None` outside the dates chrono represents (about
+/// ±262,000 years).
+fn utc_date(unix_seconds: i64) -> Option<String> {
+    use chrono::Datelike;
+    let date = chrono::DateTime::from_timestamp(unix_seconds, 0)?.date_naive();
+    Some(format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day()))
 }
 
 impl Plan {
@@ -302,12 +303,22 @@ mod tests {
 
     #[test]
     fn dates_match_known_days() {
-        assert_eq!(utc_date(0), "1970-01-01");
-        assert_eq!(utc_date(951_782_400), "2000-02-29");
-        assert_eq!(utc_date(1_767_225_599), "2025-12-31");
-        assert_eq!(utc_date(1_767_225_600), "2026-01-01");
+        assert_eq!(utc_date(0).as_deref(), Some("1970-01-01"));
+        assert_eq!(utc_date(951_782_400).as_deref(), Some("2000-02-29"));
+        assert_eq!(utc_date(1_767_225_599).as_deref(), Some("2025-12-31"));
+        assert_eq!(utc_date(1_767_225_600).as_deref(), Some("2026-01-01"));
         // the minute a CronJob "0 2 * * *" fired on 2025-11-26 (02:00 UTC)
-        assert_eq!(utc_date(29_402_040 * 60), "2025-11-26");
+        assert_eq!(utc_date(29_402_040 * 60).as_deref(), Some("2025-11-26"));
+    }
+
+    #[test]
+    fn a_schedule_minute_beyond_the_calendar_is_an_error_not_an_overflow() {
+        // i64::MAX minutes overflow when turned into seconds; 10^13 minutes is past year 262143.
+        for minutes in [i64::MAX.to_string(), 10_000_000_000_000i64.to_string()] {
+            let job = format!("promptad-nightly-{minutes}");
+            let err = resolve_run_id("nightly-{schedule_date}", Some(&job)).unwrap_err().to_string();
+            assert!(err.contains(&minutes) && err.contains("--run-id"), "{err}");
+        }
     }
 
     #[test]

@@ -80,3 +80,42 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A child process waited on by its own thread: [`Watched::ended_within`] blocks on a channel
+/// until the child exits or the time is up (no polling of the child), [`Watched::wait`] until it
+/// exits. The child is signalled by pid.
+pub struct Watched {
+    pub pid: u32,
+    exit: std::sync::mpsc::Receiver<std::io::Result<std::process::ExitStatus>>,
+}
+
+impl Watched {
+    pub fn spawn(command: &mut Command) -> Self {
+        let mut child = command.spawn().expect("spawn the child process");
+        let pid = child.id();
+        let (sender, exit) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sender.send(child.wait());
+        });
+        Self { pid, exit }
+    }
+
+    /// The exit status if the child ends within `limit`, else `None` after `limit`.
+    pub fn ended_within(&self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        match self.exit.recv_timeout(limit) {
+            Ok(status) => Some(status.expect("wait for the child process")),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("the waiting thread ended without a status"),
+        }
+    }
+
+    pub fn wait(self) -> std::process::ExitStatus {
+        self.exit.recv().expect("the waiting thread sends the status").expect("wait for the child process")
+    }
+
+    /// Sends signal `name` (`KILL`, `TERM`, ...) to the child; false if it had already ended.
+    pub fn signal(&self, name: &str) -> bool {
+        let status = Command::new("kill").args([&format!("-{name}"), &self.pid.to_string()]).status().unwrap();
+        status.success()
+    }
+}
