@@ -220,6 +220,9 @@ pub struct Manifest {
     pub detect: DetectConfig,
     /// A content id: the first 16 hex digits of the SHA-256 of `tensors.safetensors`.
     pub version: String,
+    /// Where the prompt contexts started from when not from the seeded draw (`train --init-prompts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_prompts: Option<crate::pipeline::train::InitPromptsRecord>,
 }
 
 /// A loaded artifact: manifest and tensors (on the CPU).
@@ -313,6 +316,12 @@ impl Artifact {
             .put(MANIFEST, bytes::Bytes::from(serde_json::to_vec_pretty(&manifest).expect("a manifest serialises")))?;
         Ok(manifest)
     }
+}
+
+/// The SHA-256 (hex) of the `tensors.safetensors` of the artifact at `location`.
+pub fn tensors_sha256(location: &Location) -> Result<String> {
+    use sha2::Digest;
+    Ok(format!("{:x}", sha2::Sha256::digest(&location.get(TENSORS)?)))
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {

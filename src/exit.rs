@@ -309,6 +309,8 @@ fn train(e: &crate::pipeline::train::TrainError) -> Option<u8> {
         E::Prompt(e) => prompt(e),
         E::Clip(e) => clip(e),
         E::Artifact(e) => artifact(e),
+        E::InitPrompts(crate::pipeline::train::InitPromptsError::Missing { .. }) => Some(MISSING_INPUT),
+        E::InitPrompts(_) => Some(BAD_INPUT),
         E::Torch(_) => None,
     }
 }

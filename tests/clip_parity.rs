@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::{assert_close, fixture, promptad, read_tensors, run_python};
-use promptad::clip::preprocess::{read_rgb, resize_bicubic};
+use promptad::clip::preprocess::{pillow_resize_bicubic, read_rgb, resize_bicubic};
 use promptad::clip::{Clip, ModelConfig, Precision};
 use tch::{Device, Kind, Tensor};
 
@@ -102,6 +102,9 @@ fn embed_cli_writes_the_reference_features() {
         "1,3",
         "--batch-size",
         "1",
+        // The references were computed on the PNGs as they are (at the model size).
+        "--preprocess",
+        "direct",
         "-o",
         output.to_str().unwrap(),
         "--image",
@@ -117,6 +120,54 @@ fn embed_cli_writes_the_reference_features() {
     assert_close("embed image_patch_tokens", &got["image_patch_tokens"], &reference["vv_patch_tokens"], 1e-5);
     assert_close("embed image_tap_1", &got["image_tap_1"], &reference["vv_tap_1"], 1e-5);
     assert_close("embed image_tap_3", &got["image_tap_3"], &reference["vv_tap_3"], 1e-5);
+}
+
+#[test]
+fn embed_defaults_to_the_official_data_path() {
+    // `embed` without --preprocess takes the data path of train and score (OpenCV to 1024×1024,
+    // then Pillow bicubic), so its features equal the model's on `model_input`; `direct` differs.
+    use promptad::data::prepare::{model_input, Compat, Role};
+    let dir = fixture("clip_tiny");
+    let out = tempfile::tempdir().unwrap();
+    let png = out.path().join("odd.png");
+    let pixels: Vec<u8> = (0..97 * 131 * 3).map(|i| ((i * 7919) % 251) as u8).collect();
+    image::RgbImage::from_raw(97, 131, pixels).unwrap().save(&png).unwrap();
+    let clip = load_tiny(Precision::Fp32);
+    let size = clip.visual.image_size();
+    let input = model_input(&std::fs::read(&png).unwrap(), "odd.png", size as u32, Compat::Rgb, Role::Shot).unwrap();
+    let want =
+        tch::no_grad(|| clip.visual.forward_vv(&Tensor::from_slice(&input).view([1, 3, size, size]), &[1]).unwrap());
+    let weights = dir.join("weights.safetensors");
+    let config = dir.join("config.json");
+    let mut global = Vec::new();
+    for preprocess in ["official", "direct"] {
+        let output = out.path().join(format!("{preprocess}.safetensors"));
+        let run = promptad(&[
+            "embed",
+            "--weights",
+            weights.to_str().unwrap(),
+            "--model-config",
+            config.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--taps",
+            "1",
+            "--preprocess",
+            preprocess,
+            "-o",
+            output.to_str().unwrap(),
+            "--image",
+            png.to_str().unwrap(),
+        ]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        global.push(read_tensors(&output).remove("image_global").unwrap());
+    }
+    assert_close("embed (official) vs model_input", &global[0], &want.global, 1e-6);
+    let gap = common::max_abs_diff(&global[1], &want.global);
+    assert!(gap > 1e-4, "direct should skip the 1024 step and differ, max |Δ| = {gap}");
+    let run = promptad(&["embed", "--help"]);
+    let help = String::from_utf8_lossy(&run.stdout);
+    assert!(help.contains("--preprocess") && help.contains("official") && help.contains("direct"), "{help}");
 }
 
 #[test]
@@ -147,6 +198,8 @@ fn full_size_vit_b_16_plus_240_matches_open_clip() {
         weights.to_str().unwrap(),
         "--device",
         "cpu",
+        "--preprocess",
+        "direct",
         "-o",
         output.to_str().unwrap(),
         "--image",
@@ -167,25 +220,45 @@ fn full_size_vit_b_16_plus_240_matches_open_clip() {
 
 #[test]
 fn preprocess_matches_pillow_bicubic() {
+    // Byte for byte against the venv's Pillow: the committed cases, then the generated ones
+    // (tests/fixtures/make_resize_cases.py): MVTec and VisA sizes to the model size and from the
+    // 1024×1024 data step to them, odd anisotropic sizes (where Pillow runs the vertical pass
+    // first), random and smooth, 3 channels and 1.
     let reference = read_tensors(&fixture("clip_tiny/preprocess.safetensors"));
     for (name, want) in &reference {
         let (h, w) = (want.size()[0] as u32, want.size()[1] as u32);
         let image = read_rgb(&fixture(&format!("clip_tiny/preprocess/{name}.png"))).unwrap();
         let ours = resize_bicubic(&image, w, h);
-        let ours = Tensor::from_slice(ours.as_raw()).view([h as i64, w as i64, 3]);
-        let diff = (ours.to_kind(Kind::Int64) - want.to_kind(Kind::Int64)).abs();
-        let max = diff.max().int64_value(&[]);
-        let identical = diff.eq(0).to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
-        eprintln!(
-            "{name} {}x{} -> {w}x{h}: max |Δ| = {max} u8 steps, {:.2}% identical",
-            image.width(),
-            image.height(),
-            identical * 100.0
-        );
-        // Pillow 13 runs some anisotropic reductions vertical pass first (its rule is not ported;
-        // see src/clip/preprocess.rs), which moves a share of pixels by one step.
-        assert!(max <= 1, "{name}: resize differs from Pillow by {max} u8 steps");
+        let want = Vec::<u8>::try_from(want.flatten(0, -1)).unwrap();
+        let differing = ours.as_raw().iter().zip(&want).filter(|(a, b)| a != b).count();
+        eprintln!("{name} {}x{} -> {w}x{h}: {differing} bytes differ", image.width(), image.height());
+        assert_eq!(differing, 0, "{name}: resize differs from Pillow on {differing} bytes");
     }
+    let dir = tempfile::tempdir().unwrap();
+    run_python("make_resize_cases.py", &[dir.path().to_str().unwrap()]);
+    let cases = read_tensors(&dir.path().join("cases.safetensors"));
+    let bytes = |t: &Tensor| Vec::<u8>::try_from(t.flatten(0, -1)).unwrap();
+    let mut checked = 0;
+    for (key, want) in &cases {
+        let Some(case) = key.strip_suffix(".pil_bicubic") else { continue };
+        let prefix = format!("{case}.source_of_");
+        let source = cases.keys().find_map(|k| k.strip_prefix(&prefix)).expect("case names its input");
+        let (src, s) = (&cases[source], cases[source].size());
+        let (d, want) = (want.size(), bytes(want));
+        let ours = pillow_resize_bicubic(
+            &bytes(src),
+            s[1] as usize,
+            s[0] as usize,
+            s[2] as usize,
+            d[1] as usize,
+            d[0] as usize,
+        );
+        let differing = ours.iter().zip(&want).filter(|(a, b)| a != b).count();
+        eprintln!("pillow {case}: {differing} of {} bytes differ", want.len());
+        assert_eq!((ours.len(), differing), (want.len(), 0), "{case}: resize differs from Pillow");
+        checked += 1;
+    }
+    assert!(checked >= 40, "only {checked} Pillow cases");
 }
 
 fn embed_error(args: &[&str]) -> String {

@@ -1,6 +1,7 @@
 //! PromptAD against an independent Python reference written from the reference document
 //! (`tests/fixtures/make_promptad_fixtures.py`), on a small random CLIP with the full vocabulary,
-//! the same weights and the same injected initial context vectors: prompt assembly and token
+//! the same weights and the same injected initial context vectors, from the same image files
+//! (the reference preprocesses them with cv2 and Pillow): model inputs, prompt assembly and token
 //! ids, the three losses and their gradients, SGD steps, the prototypes after 3 steps, the memory
 //! distances, and every score and map, in fp32.
 
@@ -10,9 +11,11 @@ use std::collections::HashMap;
 
 use common::{assert_close, read_tensors, run_python};
 use promptad::clip::{Clip, ModelConfig, Precision};
+use promptad::data::prepare::{model_input, Compat, Role};
 use promptad::detect::fusion::{anomaly_probability, harmonic_fusion};
 use promptad::detect::memory::VisualMemory;
 use promptad::detect::{DetectConfig, Detector, Guidance};
+use promptad::pipeline::train::InitPrompts;
 use promptad::prompt::categories::Catalog;
 use promptad::prompt::learner::{PromptConfig, PromptLearner};
 use promptad::prompt::train::{losses, text_prototypes, TrainConfig, Trainer};
@@ -89,13 +92,33 @@ fn check_head(f: &Fixture, head: &str, category: &str, config: PromptConfig, fea
     prototypes
 }
 
+/// The model inputs of `images/<split>_<i>.png` by our data path (what `train` and `score` call).
+fn inputs_from_files(f: &Fixture, split: &str, role: Role) -> Tensor {
+    let size = f.clip.visual.image_size();
+    let dir = f._dir.path().join("images");
+    let mut inputs = Vec::new();
+    for i in 0.. {
+        let path = dir.join(format!("{split}_{i}.png"));
+        let Ok(bytes) = std::fs::read(&path) else { break };
+        inputs.extend(model_input(&bytes, &path.display().to_string(), size as u32, Compat::Rgb, role).unwrap());
+    }
+    let n = inputs.len() as i64 / (3 * size * size);
+    Tensor::from_slice(&inputs).view([n, 3, size, size])
+}
+
 #[test]
 fn promptad_matches_the_python_reference() {
+    // From the image files: the reference preprocesses them with cv2 and Pillow as the official
+    // code does, we with our ports; everything downstream starts from our own inputs.
     let f = fixture();
     let r = |key: &str| &f.reference[key];
+    let train_images = inputs_from_files(&f, "train", Role::Shot);
+    let test_images = inputs_from_files(&f, "test", Role::Test);
+    assert_close("train model inputs from files (cv2 + Pillow)", &train_images, r("train_images"), 0.0);
+    assert_close("test model inputs from files (cv2 + Pillow)", &test_images, r("test_images"), 0.0);
     let encode = |images: &Tensor| tch::no_grad(|| f.clip.visual.forward_vv(images, &TAPS).unwrap().normalized());
-    let train = encode(r("train_images"));
-    let test = encode(r("test_images"));
+    let train = encode(&train_images);
+    let test = encode(&test_images);
     for (split, features) in [("train", &train), ("test", &test)] {
         assert_close(&format!("{split} global"), &features.global, r(&format!("{split}.global")), 1e-5);
         assert_close(&format!("{split} tokens"), &features.patch_tokens, r(&format!("{split}.tokens")), 1e-5);
@@ -124,7 +147,7 @@ fn promptad_matches_the_python_reference() {
         pixel_prototypes,
         config: DetectConfig { taps: TAPS.to_vec(), ..DetectConfig::default() },
     };
-    let detection = detector.detect(r("test_images")).unwrap();
+    let detection = detector.detect(&test_images).unwrap();
     assert_close("image text score", &detection.text_score, r("cls.text_score"), 1e-5);
     let visual_max = r("cls.visual_map").amax([1, 2], false);
     assert_close("max of the 400×400 visual map", &detection.visual_max, &visual_max, 1e-6);
@@ -134,7 +157,7 @@ fn promptad_matches_the_python_reference() {
     // The ablations use the same pieces: vision-only is the smoothed visual map and its max.
     let vision_only =
         Detector { config: DetectConfig { guidance: Guidance::VisionOnly, ..detector.config.clone() }, ..detector };
-    let ablation = vision_only.detect(r("test_images")).unwrap();
+    let ablation = vision_only.detect(&test_images).unwrap();
     assert_close("vision-only image score", &ablation.image_score, &visual_max, 1e-6);
 }
 
@@ -170,5 +193,125 @@ fn half_precision_training_stays_close_to_fp32() {
         let min_cos = cos.min().double_value(&[]);
         eprintln!("{precision}: losses {losses:?} (fp32 {want:?}), prototype cosine to fp32 >= {min_cos:.5}");
         assert!(min_cos > 0.99, "{precision}: prototype cosine {min_cos}");
+    }
+}
+
+#[test]
+fn init_prompts_file_reproduces_the_reference_steps() {
+    // `train --init-prompts FILE`: the reference's initial contexts under the artifact's tensor
+    // names; after 3 SGD steps both heads' contexts match the reference's.
+    let f = fixture();
+    let r = |key: &str| &f.reference[key];
+    let file = f._dir.path().join("init.safetensors");
+    let named = [
+        ("image.normal_ctx", r("cls.normal_ctx_init")),
+        ("image.anomaly_ctx", r("cls.abnormal_ctx_init")),
+        ("pixel.normal_ctx", r("seg.normal_ctx_init")),
+        ("pixel.anomaly_ctx", r("seg.abnormal_ctx_init")),
+    ];
+    Tensor::write_safetensors(&named, &file).unwrap();
+    let init = InitPrompts::load(file.to_str().unwrap()).unwrap();
+    assert_eq!(init.record.kind, "file");
+    assert_eq!(init.record.sha256.len(), 64);
+    let features = tch::no_grad(|| {
+        f.clip.visual.forward_vv(&inputs_from_files(&f, "train", Role::Shot), &TAPS).unwrap().normalized()
+    });
+    for (prefix, head, category, config, visual) in [
+        ("image", "cls", "bottle", PromptConfig::image_level(), &features.global),
+        ("pixel", "seg", "metal_nut", PromptConfig::pixel_level(), &features.patch_tokens),
+    ] {
+        let category = Catalog::builtin().resolve(category, None, None).unwrap();
+        let mut learner = PromptLearner::new(&f.clip, &category, config).unwrap();
+        init.apply(prefix, &mut learner).unwrap();
+        let mut trainer = Trainer::new(&learner, &TrainConfig::default()).unwrap();
+        for _ in 0..3 {
+            trainer.step(&f.clip, &learner, visual).unwrap();
+        }
+        let step3 = |k: &str| &f.reference[&format!("{head}.{k}_step3")];
+        assert_close(&format!("{prefix} normal ctx after 3 steps"), &learner.normal_ctx, step3("normal_ctx"), 1e-6);
+        assert_close(&format!("{prefix} anomaly ctx after 3 steps"), &learner.anomaly_ctx, step3("abnormal_ctx"), 1e-6);
+    }
+}
+
+#[test]
+fn init_prompts_errors_name_the_key_and_shapes() {
+    let f = fixture();
+    let dir = f._dir.path();
+    let missing = InitPrompts::load(dir.join("nope.safetensors").to_str().unwrap()).err().unwrap().to_string();
+    assert!(missing.contains("nope.safetensors") && missing.contains("no such file"), "{missing}");
+    let category = Catalog::builtin().resolve("bottle", None, None).unwrap();
+    let mut learner = PromptLearner::new(&f.clip, &category, PromptConfig::image_level()).unwrap();
+    let width = learner.normal_ctx.size()[2];
+    let file = dir.join("bad.safetensors");
+    let wrong = Tensor::zeros([2, 4, width], (tch::Kind::Float, Device::Cpu));
+    Tensor::write_safetensors(&[("image.normal_ctx", &wrong)], &file).unwrap();
+    let init = InitPrompts::load(file.to_str().unwrap()).unwrap();
+    let shape = init.apply("image", &mut learner).unwrap_err().to_string();
+    assert!(
+        shape.contains("image.normal_ctx")
+            && shape.contains(&format!("[2, 4, {width}]"))
+            && shape.contains(&format!("[3, 4, {width}]")),
+        "{shape}"
+    );
+    let right = Tensor::zeros([3, 4, width], (tch::Kind::Float, Device::Cpu));
+    Tensor::write_safetensors(&[("image.normal_ctx", &right)], &file).unwrap();
+    let init = InitPrompts::load(file.to_str().unwrap()).unwrap();
+    let absent = init.apply("image", &mut learner).unwrap_err().to_string();
+    assert!(absent.contains("\"image.anomaly_ctx\"") && absent.contains("image.normal_ctx"), "{absent}");
+}
+
+#[test]
+fn init_prompts_from_an_artifact_is_recorded_by_checksum() {
+    use promptad::data::synth::{generate, SynthConfig};
+    use promptad::detect::DetectConfig;
+    use promptad::pipeline::demo::random_backbone;
+    use promptad::pipeline::train::{train_category_from, TrainJob};
+    use sha2::Digest;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let synth = SynthConfig {
+        seed: 3,
+        categories: vec!["marble".into()],
+        image_size: 96,
+        train_good: 2,
+        test_good: 1,
+        test_defective_per_type: 1,
+        overwrite: false,
+    };
+    generate(&synth, &data, || {}).unwrap();
+    let (clip, backbone) = random_backbone(7, Device::Cpu).unwrap();
+    let job = |steps: usize| TrainJob {
+        dataset: data.display().to_string(),
+        category: "marble".into(),
+        category_name: Some("marble".into()),
+        anomaly_suffixes: None,
+        k: 1,
+        seed: 1,
+        shots: None,
+        image_prompts: PromptConfig::image_level(),
+        pixel_prompts: PromptConfig::pixel_level(),
+        train: TrainConfig { steps, ..TrainConfig::default() },
+        detect: DetectConfig::default(),
+    };
+    let location = |p: &std::path::Path| promptad::store::Location::parse(p.to_str().unwrap()).unwrap();
+    let first = tmp.path().join("first");
+    let a =
+        train_category_from(&job(1), &clip, backbone.clone(), &location(&first), false, None, |_, _, _| {}).unwrap();
+    assert_eq!(a.init_prompts, None);
+    let init = InitPrompts::load(first.to_str().unwrap()).unwrap();
+    let second = tmp.path().join("second");
+    let b =
+        train_category_from(&job(0), &clip, backbone, &location(&second), false, Some(&init), |_, _, _| {}).unwrap();
+    let want = format!("{:x}", sha2::Sha256::digest(std::fs::read(first.join("tensors.safetensors")).unwrap()));
+    let record = b.init_prompts.expect("manifest records the warm start");
+    assert_eq!((record.kind.as_str(), record.sha256.as_str()), ("artifact", want.as_str()));
+    let on_disk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(second.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(on_disk["init_prompts"]["sha256"], serde_json::Value::String(want));
+    // Zero steps: the new artifact's contexts are the ones it started from.
+    let (ta, tb) =
+        (read_tensors(&first.join("tensors.safetensors")), read_tensors(&second.join("tensors.safetensors")));
+    for key in ["image.normal_ctx", "image.anomaly_ctx", "pixel.normal_ctx", "pixel.anomaly_ctx"] {
+        assert_close(key, &tb[key], &ta[key], 0.0);
     }
 }

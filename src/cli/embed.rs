@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::backbone::BackboneArgs;
 use crate::clip::embed::{embed, write_safetensors, EmbedRequest};
+use crate::data::prepare::Preprocess;
 
 /// Write backbone features (g, T, M1, M2, text) of images and texts.
 ///
@@ -38,6 +39,11 @@ pub struct EmbedArgs {
     /// L2-normalise every output, as PromptAD does before use.
     #[arg(long)]
     pub normalize: bool,
+    /// How images reach the model size. official: OpenCV INTER_LINEAR to 1024×1024, then Pillow
+    /// bicubic to the model size (the official data path, and what train and score do);
+    /// direct: Pillow bicubic straight to the model size.
+    #[arg(long, value_enum, default_value_t = Preprocess::Official)]
+    pub preprocess: Preprocess,
 }
 
 pub fn run(args: EmbedArgs) -> Result<ExitCode> {
@@ -58,6 +64,7 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
         taps: args.taps.clone(),
         batch_size: args.batch_size,
         normalize: args.normalize,
+        preprocess: args.preprocess,
     };
     let bar = super::progress_bar(request.images.len() as u64, "embedding images");
     let embeddings = embed(&clip, &request, |n| bar.inc(n as u64))?;
@@ -74,6 +81,7 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
         ("precision".to_string(), clip.precision.to_string()),
         ("normalized".to_string(), args.normalize.to_string()),
         ("taps".to_string(), serde_json::to_string(&args.taps)?),
+        ("preprocess".to_string(), serde_json::to_string(&args.preprocess)?.trim_matches('"').to_string()),
         ("logit_scale".to_string(), clip.logit_scale_raw().to_string()),
     ]);
     write_safetensors(&embeddings, metadata, &args.out)?;

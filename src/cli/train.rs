@@ -10,7 +10,7 @@ use clap::Args;
 use super::backbone::BackboneArgs;
 use crate::artifact::default_rel;
 use crate::detect::{DetectConfig, Guidance};
-use crate::pipeline::train::{train_category, TrainJob};
+use crate::pipeline::train::{train_category_from, InitPrompts, TrainJob};
 use crate::prompt::learner::PromptConfig;
 use crate::prompt::train::{Head, TrainConfig};
 use crate::spec::{Spec, SpecError};
@@ -88,9 +88,16 @@ pub struct TrainArgs {
     /// Vision blocks (0-based) of the visual memory.
     #[arg(long, value_delimiter = ',', default_value = "3,8")]
     pub taps: Vec<usize>,
+    /// Start the prompts from these context vectors instead of the seeded N(0, 0.02²) draw: a
+    /// safetensors file with image.normal_ctx [3, 4, W], image.anomaly_ctx [4, 1, W],
+    /// pixel.normal_ctx [1, 4, W] and pixel.anomaly_ctx [4, 1, W] (W = text width, 640 for
+    /// ViT-B-16-plus-240; the shapes follow the prompt configuration), or a model artifact URL
+    /// (its learned contexts). The new manifest records the source's SHA-256.
+    #[arg(long, value_name = "FILE|MODEL_URL")]
+    pub init_prompts: Option<String>,
     /// Worker mode: the run spec (TOML) whose training work item --index to run.
     #[arg(long, env = "PROMPTAD_SPEC", value_name = "SPEC",
-          conflicts_with_all = ["category_name", "anomaly_suffixes", "k", "seed", "shots", "out", "random_init", "steps", "no_manual_prompts", "no_learnable_prompts", "no_eam", "guidance", "taps"])]
+          conflicts_with_all = ["category_name", "anomaly_suffixes", "k", "seed", "shots", "out", "random_init", "steps", "no_manual_prompts", "no_learnable_prompts", "no_eam", "guidance", "taps", "init_prompts"])]
     pub spec: Option<PathBuf>,
     /// Worker mode: the work item [default: JOB_COMPLETION_INDEX, set in every pod of an Indexed Job].
     #[arg(long, env = "JOB_COMPLETION_INDEX", value_name = "N")]
@@ -133,6 +140,7 @@ fn worker_mode(spec: &Path, index: Option<usize>, overwrite: bool, stop: &StopTo
 }
 
 fn flag_mode(args: TrainArgs, data: String, category: String, stop: &StopToken) -> Result<ExitCode> {
+    let init = args.init_prompts.as_deref().map(InitPrompts::load).transpose()?;
     let (clip, backbone) = args.backbone.load(true)?;
     let prompts = |base: PromptConfig| PromptConfig {
         manual_anomaly: !args.no_manual_prompts,
@@ -157,15 +165,16 @@ fn flag_mode(args: TrainArgs, data: String, category: String, stop: &StopToken) 
         &args.out.clone().unwrap_or_else(|| format!("models/{}", default_rel(&dataset, &category, job.k, args.seed))),
     )?;
     let bar = super::progress_bar(2 * job.train.steps as u64, &format!("training {category}"));
-    let manifest = train_category(&job, &clip, backbone, &out, args.overwrite, stop, |head, step, loss| {
-        bar.inc(1);
-        if step % 20 == 0 || step + 1 == job.train.steps {
-            tracing::debug!(head = ?head, step, loss, "training");
-        }
-        if head == Head::Pixel && step == 0 {
-            bar.set_message(format!("training {category} (pixel head)"));
-        }
-    })?;
+    let manifest =
+        train_category_from(&job, &clip, backbone, &out, args.overwrite, stop, init.as_ref(), |head, step, loss| {
+            bar.inc(1);
+            if step % 20 == 0 || step + 1 == job.train.steps {
+                tracing::debug!(head = ?head, step, loss, "training");
+            }
+            if head == Head::Pixel && step == 0 {
+                bar.set_message(format!("training {category} (pixel head)"));
+            }
+        })?;
     bar.finish_and_clear();
     println!("{category}: model {} written to {} (shots: {})", manifest.version, out, manifest.shots.join(", "));
     Ok(ExitCode::SUCCESS)

@@ -13,7 +13,8 @@
 //! | `text_tokens` | `[T, context_length]` (int64) | the token ids that were encoded |
 //!
 //! The safetensors `__metadata__` holds `images` and `texts` (JSON lists, in row order),
-//! `model_config`, `precision`, `normalized`, `taps` and `logit_scale` (the raw stored value).
+//! `model_config`, `precision`, `normalized`, `taps`, `logit_scale` (the raw stored value) and
+//! `preprocess` (`official`: OpenCV to 1024×1024 then Pillow bicubic, as train/score; `direct`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +51,8 @@ pub struct EmbedRequest {
     pub taps: Vec<usize>,
     pub batch_size: usize,
     pub normalize: bool,
+    /// How images reach the model size (default: the official 1024×1024 step, as train/score).
+    pub preprocess: crate::data::prepare::Preprocess,
 }
 
 /// Features, each fp32 on the CPU, in request order.
@@ -68,7 +71,10 @@ pub fn embed(clip: &Clip, request: &EmbedRequest, mut on_batch: impl FnMut(usize
     let mut patches = Vec::new();
     let mut taps: Vec<Vec<Tensor>> = request.taps.iter().map(|_| Vec::new()).collect();
     for chunk in request.images.chunks(request.batch_size.max(1)) {
-        let images = chunk.iter().map(|p| read_rgb(p)).collect::<Result<Vec<_>, _>>()?;
+        let images = chunk
+            .iter()
+            .map(|p| Ok(crate::data::prepare::prepare_rgb(&read_rgb(p)?, size, request.preprocess)))
+            .collect::<Result<Vec<_>>>()?;
         let pixels = to_normalized_tensor(&images, size).to_device(clip.device);
         let features = tch::no_grad(|| clip.visual.forward_vv(&pixels, &request.taps))?;
         let features = if request.normalize { features.normalized() } else { features };

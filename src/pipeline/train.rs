@@ -28,6 +28,8 @@ pub enum TrainError {
     Clip(#[from] ClipError),
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    InitPrompts(#[from] InitPromptsError),
     #[error("training failed in libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }
@@ -62,6 +64,101 @@ pub struct TrainJob {
     pub detect: DetectConfig,
 }
 
+/// The tensors `--init-prompts` reads, per head (`image`, `pixel`): the same names and shapes as
+/// in an artifact's `tensors.safetensors`.
+pub const INIT_PROMPT_TENSORS: [&str; 4] =
+    ["image.normal_ctx", "image.anomaly_ctx", "pixel.normal_ctx", "pixel.anomaly_ctx"];
+
+/// What went wrong reading `--init-prompts`.
+#[derive(Debug, thiserror::Error)]
+pub enum InitPromptsError {
+    #[error("--init-prompts {source_name}: no such file or model directory; give a safetensors file with {} or a model artifact URL", INIT_PROMPT_TENSORS.join(", "))]
+    Missing { source_name: String },
+    #[error("--init-prompts {source_name}: cannot read it ({message})")]
+    Unreadable { source_name: String, message: String },
+    #[error("--init-prompts {source_name} has no tensor {key:?} (it has: {available}); it needs {}", INIT_PROMPT_TENSORS.join(", "))]
+    MissingTensor { source_name: String, key: String, available: String },
+    #[error("--init-prompts {source_name}: tensor {key:?} has shape {got:?}, expected {expected:?} ([prompts, context tokens, text width] of this model and prompt configuration)")]
+    Shape { source_name: String, key: String, expected: Vec<i64>, got: Vec<i64> },
+}
+
+/// Where a warm start came from, as recorded in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitPromptsRecord {
+    /// The file path or artifact URL as given.
+    pub source: String,
+    /// `file` (a safetensors file) or `artifact` (a model directory).
+    pub kind: String,
+    /// SHA-256 (hex) of the file, or of the artifact's `tensors.safetensors`.
+    pub sha256: String,
+}
+
+/// Initial context vectors for both heads (`train --init-prompts`).
+pub struct InitPrompts {
+    pub tensors: std::collections::HashMap<String, Tensor>,
+    pub record: InitPromptsRecord,
+}
+
+impl InitPrompts {
+    /// Reads a safetensors file (a local path) or a model artifact (a directory or any store URL).
+    pub fn load(source: &str) -> Result<Self, InitPromptsError> {
+        let unreadable = |e: &dyn std::fmt::Display| InitPromptsError::Unreadable {
+            source_name: source.to_string(),
+            message: e.to_string(),
+        };
+        let path = std::path::Path::new(source);
+        if path.is_file() {
+            use sha2::Digest;
+            let bytes = std::fs::read(path).map_err(|e| unreadable(&e))?;
+            let tensors = Tensor::read_safetensors(path).map_err(|e| unreadable(&e))?.into_iter().collect();
+            let sha256 = format!("{:x}", sha2::Sha256::digest(&bytes));
+            return Ok(Self {
+                tensors,
+                record: InitPromptsRecord { source: source.to_string(), kind: "file".into(), sha256 },
+            });
+        }
+        let looks_local = !source.contains("://");
+        if looks_local && !path.exists() {
+            return Err(InitPromptsError::Missing { source_name: source.to_string() });
+        }
+        let location = Location::parse(source).map_err(|e| unreadable(&e))?;
+        let artifact = Artifact::read(&location).map_err(|e| unreadable(&format!("{e:#}")))?;
+        let sha256 = crate::artifact::tensors_sha256(&location).map_err(|e| unreadable(&format!("{e:#}")))?;
+        Ok(Self {
+            tensors: artifact.tensors,
+            record: InitPromptsRecord { source: source.to_string(), kind: "artifact".into(), sha256 },
+        })
+    }
+
+    /// Sets the learner's contexts from `<prefix>.normal_ctx` and `<prefix>.anomaly_ctx`, checking names and shapes.
+    pub fn apply(&self, prefix: &str, learner: &mut PromptLearner) -> Result<(), InitPromptsError> {
+        let mut values = Vec::new();
+        for (name, var) in [("normal_ctx", &learner.normal_ctx), ("anomaly_ctx", &learner.anomaly_ctx)] {
+            let key = format!("{prefix}.{name}");
+            let Some(value) = self.tensors.get(&key) else {
+                let mut available: Vec<_> = self.tensors.keys().cloned().collect();
+                available.sort();
+                return Err(InitPromptsError::MissingTensor {
+                    source_name: self.record.source.clone(),
+                    key,
+                    available: available.join(", "),
+                });
+            };
+            if value.size() != var.size() {
+                return Err(InitPromptsError::Shape {
+                    source_name: self.record.source.clone(),
+                    key,
+                    expected: var.size(),
+                    got: value.size(),
+                });
+            }
+            values.push(value.to_kind(var.kind()).to_device(var.device()));
+        }
+        learner.set_context(&values[0], &values[1]).expect("shapes checked above");
+        Ok(())
+    }
+}
+
 /// Shot images as a `[k, 3, S, S]` batch; a shot that does not decode is an error naming it.
 pub fn load_batch(records: &[ImageRecord], size: u32, compat: Compat, role: Role) -> Result<Tensor> {
     use rayon::prelude::*;
@@ -81,6 +178,22 @@ pub fn train_category(
     out: &Location,
     overwrite: bool,
     stop: &StopToken,
+    on_step: impl FnMut(Head, usize, f64),
+) -> Result<Manifest> {
+    train_category_from(job, clip, backbone, out, overwrite, stop, None, on_step)
+}
+
+/// [`train_category`], the prompt contexts starting from `init` (`--init-prompts`) instead of the
+/// seeded N(0, 0.02²) draw; the manifest records where they came from.
+#[allow(clippy::too_many_arguments)]
+pub fn train_category_from(
+    job: &TrainJob,
+    clip: &Clip,
+    backbone: Backbone,
+    out: &Location,
+    overwrite: bool,
+    stop: &StopToken,
+    init: Option<&InitPrompts>,
     mut on_step: impl FnMut(Head, usize, f64),
 ) -> Result<Manifest> {
     let dataset = Dataset::open(&job.dataset)?;
@@ -111,6 +224,9 @@ pub fn train_category(
     {
         tch::manual_seed(job.seed as i64);
         let mut learner = PromptLearner::new(clip, &category, prompts.clone())?;
+        if let Some(init) = init {
+            init.apply(head.name(), &mut learner)?;
+        }
         let report = train(clip, &mut learner, visual, &job.train, stop, |step, loss| on_step(head, step, loss))?;
         tracing::info!(category = %job.category, head = head.name(), first_loss = report.losses.first(), last_loss = report.losses.last(),
             seconds = report.seconds, "prompts trained");
@@ -142,6 +258,7 @@ pub fn train_category(
         train: job.train.clone(),
         detect: job.detect.clone(),
         version: String::new(),
+        init_prompts: init.map(|i| i.record.clone()),
     };
     Ok(Artifact::write(out, manifest, &tensors, overwrite)?)
 }
