@@ -225,6 +225,7 @@ fn bad_input_gets_clear_errors() {
         "weave",
         &loc(&tmp.path().join("s0")),
         &options(),
+        &StopToken::new(),
         |_| {},
     );
     let err = format!("{:#}", other_taps.err().expect("scoring with other taps must fail"));
@@ -286,7 +287,9 @@ fn training_a_generated_category_without_a_name_takes_its_prompts_from_synth_jso
     synth(&data, &["washer"]);
     let (clip, backbone) = random_backbone(7, Device::Cpu).unwrap();
     let job = TrainJob { category_name: None, anomaly_suffixes: None, k: 1, ..job(&data, "washer", 1) };
-    let manifest = train_category(&job, &clip, backbone, &loc(&tmp.path().join("m")), false, |_, _, _| {}).unwrap();
+    let manifest =
+        train_category(&job, &clip, backbone, &loc(&tmp.path().join("m")), false, &StopToken::new(), |_, _, _| {})
+            .unwrap();
     // What synth.json lists for the category, read independently of the library.
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(data.join("synth.json")).unwrap()).unwrap();
     let washer = summary["categories"].as_array().unwrap().iter().find(|c| c["name"] == "washer").unwrap();

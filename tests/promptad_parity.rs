@@ -262,9 +262,9 @@ fn init_prompts_errors_name_the_key_and_shapes() {
 
 #[test]
 fn init_prompts_from_an_artifact_is_recorded_by_checksum() {
+    use promptad::artifact::random_backbone;
     use promptad::data::synth::{generate, SynthConfig};
     use promptad::detect::DetectConfig;
-    use promptad::pipeline::demo::random_backbone;
     use promptad::pipeline::train::{train_category_from, TrainJob};
     use sha2::Digest;
     let tmp = tempfile::tempdir().unwrap();
@@ -295,13 +295,31 @@ fn init_prompts_from_an_artifact_is_recorded_by_checksum() {
     };
     let location = |p: &std::path::Path| promptad::store::Location::parse(p.to_str().unwrap()).unwrap();
     let first = tmp.path().join("first");
-    let a =
-        train_category_from(&job(1), &clip, backbone.clone(), &location(&first), false, None, |_, _, _| {}).unwrap();
+    let a = train_category_from(
+        &job(1),
+        &clip,
+        backbone.clone(),
+        &location(&first),
+        false,
+        &promptad::stop::StopToken::new(),
+        None,
+        |_, _, _| {},
+    )
+    .unwrap();
     assert_eq!(a.init_prompts, None);
     let init = InitPrompts::load(first.to_str().unwrap()).unwrap();
     let second = tmp.path().join("second");
-    let b =
-        train_category_from(&job(0), &clip, backbone, &location(&second), false, Some(&init), |_, _, _| {}).unwrap();
+    let b = train_category_from(
+        &job(0),
+        &clip,
+        backbone,
+        &location(&second),
+        false,
+        &promptad::stop::StopToken::new(),
+        Some(&init),
+        |_, _, _| {},
+    )
+    .unwrap();
     let want = format!("{:x}", sha2::Sha256::digest(std::fs::read(first.join("tensors.safetensors")).unwrap()));
     let record = b.init_prompts.expect("manifest records the warm start");
     assert_eq!((record.kind.as_str(), record.sha256.as_str()), ("artifact", want.as_str()));
