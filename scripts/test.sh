@@ -6,5 +6,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bash "$here/bootstrap.sh"
 source "$here/env.sh"
 cd "$here/.."
+# Formatting first: it takes a second and fails fast (rustfmt.toml).
+cargo fmt --check
 cargo test --release --locked --all-targets "$@"
 cargo test --release --locked --doc

@@ -193,6 +193,17 @@ pub fn checkpoint_backbone(
     Ok((clip, backbone))
 }
 
+/// Where a warm start came from, as recorded in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitPromptsRecord {
+    /// The file path or artifact URL as given.
+    pub source: String,
+    /// `file` (a safetensors file) or `artifact` (a model directory).
+    pub kind: String,
+    /// SHA-256 (hex) of the file, or of the artifact's `tensors.safetensors`.
+    pub sha256: String,
+}
+
 /// Per-head training record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeadRecord {
@@ -222,7 +233,7 @@ pub struct Manifest {
     pub version: String,
     /// Where the prompt contexts started from when not from the seeded draw (`train --init-prompts`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub init_prompts: Option<crate::pipeline::train::InitPromptsRecord>,
+    pub init_prompts: Option<InitPromptsRecord>,
 }
 
 /// A loaded artifact: manifest and tensors (on the CPU).

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+pub use crate::artifact::InitPromptsRecord;
 use crate::artifact::{tensor_names, Artifact, ArtifactError, Backbone, HeadRecord, Manifest, FORMAT_VERSION};
 use crate::clip::{Clip, ClipError};
 use crate::data::dataset::Dataset;
@@ -80,17 +81,6 @@ pub enum InitPromptsError {
     MissingTensor { source_name: String, key: String, available: String },
     #[error("--init-prompts {source_name}: tensor {key:?} has shape {got:?}, expected {expected:?} ([prompts, context tokens, text width] of this model and prompt configuration)")]
     Shape { source_name: String, key: String, expected: Vec<i64>, got: Vec<i64> },
-}
-
-/// Where a warm start came from, as recorded in the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InitPromptsRecord {
-    /// The file path or artifact URL as given.
-    pub source: String,
-    /// `file` (a safetensors file) or `artifact` (a model directory).
-    pub kind: String,
-    /// SHA-256 (hex) of the file, or of the artifact's `tensors.safetensors`.
-    pub sha256: String,
 }
 
 /// Initial context vectors for both heads (`train --init-prompts`).

@@ -9,11 +9,12 @@ use rand_chacha::ChaCha8Rng;
 
 use super::camera::Pose;
 use super::catalog::{Category, DefectKind};
+use super::geometry::LIGHT;
 use super::geometry::{mix, mul, scale, v2, Rgb, CENTRE, V2};
 use super::noise::{signed, uniform, value_noise};
 use super::objects::{Bracket, Washer};
 use super::pcb::{Component, Part, BEIGE, BLACK_CHIP};
-use super::scene::{render_scene, Base, Scene, LIGHT};
+use super::scene::{render_scene, Base, Scene};
 use super::shapes::{curve, jagged, rasterize, taper, Blob, Stroke};
 use super::CHANGE_EPS;
 

@@ -8,6 +8,9 @@ pub(super) struct V2 {
     pub(super) y: f32,
 }
 
+/// Towards the light, in object coordinates (every part of a scene is lit from here).
+pub(super) const LIGHT: V2 = v2(-0.6, -0.8);
+
 pub(super) const fn v2(x: f32, y: f32) -> V2 {
     V2 { x, y }
 }

@@ -1,9 +1,9 @@
 //! The object categories on a plain background: a machined steel washer and an L-shaped zinc
 //! bracket.
 
+use super::geometry::LIGHT;
 use super::geometry::{scale, sd_box, smoothstep, v2, Rgb, CENTRE, V2};
 use super::noise::{fbm, value_noise};
-use super::scene::LIGHT;
 
 #[derive(Debug, Clone)]
 pub(super) struct Washer {

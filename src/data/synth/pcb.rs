@@ -5,9 +5,9 @@ use std::f32::consts::PI;
 
 use rand_chacha::ChaCha8Rng;
 
+use super::geometry::LIGHT;
 use super::geometry::{scale, sd_box, segment_distance, v2, Rgb, V2};
 use super::noise::{uniform, value_noise};
-use super::scene::LIGHT;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Part {

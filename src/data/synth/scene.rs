@@ -89,6 +89,3 @@ pub(super) fn render_scene(scene: &Scene, pose: &Pose, n: usize) -> Base {
     }
     Base { rgb, part }
 }
-
-/// Towards the light, in object coordinates.
-pub(super) const LIGHT: V2 = v2(-0.6, -0.8);
