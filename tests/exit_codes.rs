@@ -104,7 +104,7 @@ fn fixture() -> &'static Fixture {
         let victim = std::fs::read_dir(root.join("bad-data/weave/test/good")).unwrap().next().unwrap().unwrap().path();
         std::fs::write(&victim, b"\x89PNG\r\n\x1a\nthis is not a png").unwrap();
         spec(root, "good.toml", "data", &[]);
-        spec(root, "bad.toml", "bad-data", &[]);
+        spec(root, "bad.toml", "bad-data", &[("out = \"results\"", "out = \"bad-results\"")]);
         let train = [
             "train",
             "--data",
