@@ -216,6 +216,9 @@ pub fn score_category(
     mut on_images: impl FnMut(usize),
 ) -> Result<ScoreSummary> {
     let call_started = Instant::now();
+    // A config the model's memory cannot serve fails before anything is planned or written.
+    let detector = detector(artifact, clip, detect.clone());
+    detector.memory.check_taps(&detector.config.taps).map_err(ScoreError::Model)?;
     let (plan, todo, units_already_done) = plan_units(artifact, &detect, dataset, category, out, options)?;
     let run_id = plan.run_id.clone();
     let mut summary = ScoreSummary {
@@ -233,7 +236,6 @@ pub fn score_category(
     let mut pixel_sum = StatsSum::new();
     let map_size = detect.map_size as u32;
     let sizes = Sizes { input: clip.visual.image_size() as u32, map: map_size };
-    let detector = detector(artifact, clip, detect);
     let version = artifact.manifest.version.clone();
     let mut reader = Reader::spawn(dataset.clone(), todo.clone(), options.batch_size.max(1), sizes, options.compat);
 
