@@ -62,6 +62,12 @@ impl StoreError {
             object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
                 Self::Denied { url, detail }
             }
+            // object_store's S3 listing reports HTTP errors as `Generic` with the status only in its
+            // message (its `RetryError` is private): S3's own error codes are the only signal left.
+            object_store::Error::Generic { .. } if S3_DENIED.iter().any(|code| detail.contains(code)) => {
+                Self::Denied { url, detail }
+            }
+            object_store::Error::Generic { .. } if detail.contains("NoSuchBucket") => Self::NoBucket { url, detail },
             _ => match http_error_kind(&error) {
                 Some(
                     HttpErrorKind::Connect
@@ -79,6 +85,9 @@ impl StoreError {
         matches!(self, Self::Unreachable { .. })
     }
 }
+
+/// S3 error codes (and the status line) of a request refused for its credentials or policy.
+const S3_DENIED: [&str; 4] = ["AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403 Forbidden"];
 
 /// The kind of the HTTP failure in an error's source chain, if any.
 fn http_error_kind(error: &(dyn std::error::Error + 'static)) -> Option<object_store::client::HttpErrorKind> {
