@@ -39,7 +39,6 @@
 //! read a 17-digit number one ulp off, which would move a threshold.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::error::MetricError;
 use super::f1::{f1_max, pixel_f1_max};
@@ -238,7 +237,7 @@ impl Calibration {
     fn digest(&self) -> String {
         let content = Content { format: self.format, image: &self.image, pixel: &self.pixel };
         let bytes = serde_json::to_vec(&content).expect("calibration content serialises");
-        format!("{:x}", Sha256::digest(&bytes))[..16].to_string()
+        crate::runtime::sha256_prefix(&bytes, 16)
     }
 
     /// Pretty-printed JSON, ending in a newline.
