@@ -8,6 +8,8 @@
 //! <dir>/prompts.parquet       the same tensors as a table (schemas/prompt_artifact.json)
 //! <dir>/manifest.json         written last: backbone (config, weights checksum or random seed),
 //!                             category, shots and their ids, seed, configs, losses, versions
+//! <dir>/calibration.json      optional, added later by `promptad calibrate`: the thresholds that
+//!                             turn scores into decisions ([`ModelCalibration`])
 //! ```
 //! The artifact lives at any URL. The manifest is written last and names the content version
 //! (SHA-256) of the tensors, so a reader sees a complete, matching artifact or an error; an
@@ -24,6 +26,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::clip::{Clip, ModelConfig, Precision};
 use crate::detect::DetectConfig;
+use crate::metrics::{Calibration, CalibrationError};
 use crate::prompt::categories::Category;
 use crate::prompt::learner::PromptConfig;
 use crate::prompt::train::{Head, TrainConfig, TrainReport};
@@ -74,6 +77,19 @@ pub enum ArtifactError {
     Torch(#[from] tch::TchError),
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
+    #[error("{url}: {source}")]
+    BadCalibration {
+        url: String,
+        #[source]
+        source: CalibrationError,
+    },
+    #[error(
+        "{url} was fitted for model version {found}, but the model beside it is version {expected} (it was \
+         retrained); calibrate it again"
+    )]
+    StaleCalibration { url: String, found: String, expected: String },
+    #[error("{url} already holds a different calibration (version {existing}); overwrite it to replace it")]
+    CalibrationExists { url: String, existing: String },
 }
 
 type Result<T, E = ArtifactError> = std::result::Result<T, E>;
@@ -115,6 +131,8 @@ pub mod tensor_names {
 pub const FORMAT_VERSION: u32 = 1;
 const TENSORS: &str = "tensors.safetensors";
 const MANIFEST: &str = "manifest.json";
+/// The model's calibration ([`ModelCalibration`]), beside its manifest.
+pub const CALIBRATION: &str = "calibration.json";
 /// The same tensors as a Parquet table (`schemas/prompt_artifact.json`), for SQL and other tools.
 pub const PROMPTS: &str = "prompts.parquet";
 
@@ -236,10 +254,96 @@ pub struct Manifest {
     pub init_prompts: Option<InitPromptsRecord>,
 }
 
-/// A loaded artifact: manifest and tensors (on the CPU).
+impl Manifest {
+    /// The manifest of the artifact at `location` alone (its tensors are not read or checked).
+    pub fn read(location: &Location) -> Result<Manifest> {
+        let Some(manifest) = location.get_if_exists(MANIFEST)? else {
+            return Err(ArtifactError::Incomplete { url: location.url().into() });
+        };
+        let manifest: Manifest = serde_json::from_slice(&manifest)
+            .map_err(|source| ArtifactError::BadManifest { url: location.url_of(MANIFEST), source })?;
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(ArtifactError::FormatVersion {
+                url: location.url_of(MANIFEST),
+                found: manifest.format_version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        Ok(manifest)
+    }
+}
+
+/// A loaded artifact: manifest and tensors (on the CPU), and its calibration if it has one.
 pub struct Artifact {
     pub manifest: Manifest,
     pub tensors: HashMap<String, Tensor>,
+    /// `calibration.json`, checked to belong to this model version.
+    pub calibration: Option<ModelCalibration>,
+}
+
+/// Where a calibration was fitted: the labelled images of one category of a scored run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationSource {
+    /// The output location of the run.
+    pub out: String,
+    pub run: String,
+    pub category: String,
+}
+
+/// `<model>/calibration.json`: thresholds fitted after training, for one model version (the
+/// model itself is unchanged, so a model can be recalibrated without retraining).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCalibration {
+    /// The [`Manifest::version`] it was fitted for; reading it beside another version fails.
+    pub model_version: String,
+    pub fitted_on: CalibrationSource,
+    /// Thresholds, normalisation ranges and their own content version.
+    pub calibration: Calibration,
+}
+
+impl ModelCalibration {
+    /// Reads `calibration.json` of the model at `location`, if there is one, checking its own
+    /// version and that it belongs to `model_version`.
+    pub fn read(location: &Location, model_version: &str) -> Result<Option<ModelCalibration>> {
+        let url = location.url_of(CALIBRATION);
+        let Some(bytes) = location.get_if_exists(CALIBRATION)? else { return Ok(None) };
+        let bad = |source| ArtifactError::BadCalibration { url: url.clone(), source };
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|source| bad(CalibrationError::Json { source }))?;
+        // The thresholds go through `Calibration::from_json`, which checks their digest.
+        let calibration = value.get("calibration").map(serde_json::Value::to_string).unwrap_or_default();
+        Calibration::from_json(&calibration).map_err(bad)?;
+        let file: ModelCalibration =
+            serde_json::from_value(value).map_err(|source| bad(CalibrationError::Json { source }))?;
+        if file.model_version != model_version {
+            return Err(ArtifactError::StaleCalibration {
+                url,
+                found: file.model_version,
+                expected: model_version.to_string(),
+            });
+        }
+        Ok(Some(file))
+    }
+
+    /// Writes it beside the model at `location` (one atomic put). The same calibration again is
+    /// a no-op; a different one replaces the file only with `overwrite`.
+    pub fn write(&self, location: &Location, overwrite: bool) -> Result<()> {
+        if let Some(bytes) = location.get_if_exists(CALIBRATION)? {
+            let existing: Option<ModelCalibration> = serde_json::from_slice(&bytes).ok();
+            if existing.as_ref() == Some(self) {
+                return Ok(());
+            }
+            if !overwrite {
+                let existing = existing.map(|e| e.calibration.version).unwrap_or_else(|| "unreadable".into());
+                return Err(ArtifactError::CalibrationExists { url: location.url_of(CALIBRATION), existing });
+            }
+        }
+        let mut text = serde_json::to_string_pretty(self).expect("a calibration serialises");
+        text.push('\n');
+        Ok(location.put(CALIBRATION, bytes::Bytes::from(text))?)
+    }
 }
 
 impl Artifact {
@@ -263,18 +367,7 @@ impl Artifact {
     /// Reads the artifact at `location` (any store), checking that its tensors are the ones its
     /// manifest was written for.
     pub fn read(location: &Location) -> Result<Self> {
-        let Some(manifest) = location.get_if_exists(MANIFEST)? else {
-            return Err(ArtifactError::Incomplete { url: location.url().into() });
-        };
-        let manifest: Manifest = serde_json::from_slice(&manifest)
-            .map_err(|source| ArtifactError::BadManifest { url: location.url_of(MANIFEST), source })?;
-        if manifest.format_version != FORMAT_VERSION {
-            return Err(ArtifactError::FormatVersion {
-                url: location.url_of(MANIFEST),
-                found: manifest.format_version,
-                expected: FORMAT_VERSION,
-            });
-        }
+        let manifest = Manifest::read(location)?;
         let tensor_url = location.url_of(TENSORS);
         let bytes = location.get(TENSORS)?;
         let version = content_version(&bytes);
@@ -290,7 +383,8 @@ impl Artifact {
                 return Err(ArtifactError::MissingTensor { url: tensor_url, key });
             }
         }
-        Ok(Self { manifest, tensors })
+        let calibration = ModelCalibration::read(location, &manifest.version)?;
+        Ok(Self { manifest, tensors, calibration })
     }
 
     /// Writes `tensors` and `manifest` (its `version` filled in here) to `location`. The manifest
@@ -307,6 +401,8 @@ impl Artifact {
                 return Err(ArtifactError::Exists { url: location.url().into() });
             }
             location.delete(MANIFEST)?;
+            // A calibration belongs to the model it was fitted for.
+            location.delete(CALIBRATION)?;
         }
         let staging_error = |source| ArtifactError::Io { path: std::env::temp_dir(), source };
         let staging = tempfile::Builder::new().prefix(".promptad-artifact-").tempdir().map_err(staging_error)?;

@@ -196,6 +196,8 @@ fn classify(error: &(dyn Error + 'static)) -> Option<u8> {
         crate::pipeline::score::ScoreError => score,
         crate::pipeline::train::TrainError => train,
         crate::pipeline::demo::DemoError => demo,
+        crate::pipeline::calibrate::CalibrateError => calibrate,
+        crate::report::ReportError => report,
         crate::prompt::PromptError => prompt,
         crate::clip::ClipError => clip,
         crate::clip::CheckpointError => checkpoint,
@@ -205,6 +207,27 @@ fn classify(error: &(dyn Error + 'static)) -> Option<u8> {
         crate::sql::SqlError => sql,
     );
     None
+}
+
+fn calibrate(e: &crate::pipeline::calibrate::CalibrateError) -> Option<u8> {
+    use crate::pipeline::calibrate::CalibrateError as E;
+    match e {
+        E::Artifact(e) => artifact(e),
+        E::Sql(e) => sql(e),
+        E::Metric(_) | E::OtherModel { .. } | E::NoLabels { .. } => Some(BAD_INPUT),
+        E::NoImages { .. } => Some(MISSING_INPUT),
+        E::SeveralRuns { .. } => Some(BAD_CONFIG),
+    }
+}
+
+fn report(e: &crate::report::ReportError) -> Option<u8> {
+    use crate::report::ReportError as E;
+    match e {
+        E::Sql(e) => sql(e),
+        E::Run(e) => run(e),
+        E::SeveralRuns { .. } => Some(BAD_CONFIG),
+        E::Io { .. } | E::Metric(_) => None,
+    }
 }
 
 fn stopped(_: &crate::stop::Stopped) -> Option<u8> {
@@ -324,6 +347,8 @@ fn demo(e: &crate::pipeline::demo::DemoError) -> Option<u8> {
         E::Train(e) => train(e),
         E::Artifact(e) => artifact(e),
         E::Score(e) => score(e),
+        E::Calibrate(e) => calibrate(e),
+        E::Report(e) => report(e),
         E::Metric { .. } => None,
     }
 }
@@ -366,8 +391,10 @@ fn artifact(e: &crate::artifact::ArtifactError) -> Option<u8> {
         | E::MissingTensor { .. }
         | E::TensorType { .. }
         | E::Safetensors { .. }
-        | E::WeightsMismatch { .. } => Some(BAD_INPUT),
-        E::Exists { .. } => Some(BAD_CONFIG),
+        | E::WeightsMismatch { .. }
+        | E::BadCalibration { .. }
+        | E::StaleCalibration { .. } => Some(BAD_INPUT),
+        E::Exists { .. } | E::CalibrationExists { .. } => Some(BAD_CONFIG),
         E::Io { .. } | E::Torch(_) => None,
     }
 }
@@ -395,6 +422,7 @@ fn sql(e: &crate::sql::SqlError) -> Option<u8> {
         E::Store(e) => store(e),
         E::NoOutput { .. } | E::NoRun { .. } | E::UnknownRun { .. } => Some(MISSING_INPUT),
         E::AmbiguousRun { .. } | E::Query { .. } => Some(BAD_CONFIG),
+        E::Column { .. } => Some(BAD_INPUT),
         _ => None,
     }
 }

@@ -11,6 +11,7 @@ pub mod exit;
 pub mod metrics;
 pub mod pipeline;
 pub mod prompt;
+pub mod report;
 pub mod run;
 pub mod runtime;
 pub mod sink;

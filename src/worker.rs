@@ -241,6 +241,8 @@ pub fn run_score(
         rows_per_unit: score.rows_per_unit,
         shard: (item.worker, item.workers),
         run_id: Some(run_id),
+        // The model's own calibration, when it has one: nightly rows carry decisions.
+        calibration: artifact.calibration.as_ref().map(|c| c.calibration.clone()),
         ..ScoreOptions::default()
     };
     let out = Location::parse(&item.out)?;

@@ -60,6 +60,7 @@ fn every_subcommand_documents_its_flags() {
                 "--compat",
                 "--skip-bad",
                 "--overwrite",
+                "--no-calibration",
                 "--batch-size",
                 "--run",
                 "--index",
@@ -76,6 +77,8 @@ fn every_subcommand_documents_its_flags() {
         ),
         ("demo", &["--out", "--weights", "--steps", "--format"]),
         ("eval", &["--format", "--run", "s3://"]),
+        ("calibrate", &["--model", "--run", "--category", "--image-quantile", "--pixel-quantile", "--overwrite", "F1"]),
+        ("report", &["--out", "--run", "--per-group", "index.html", "calibrat"]),
         ("sql", &["--format", "--run", "s3://"]),
         ("plan", &["--check", "--format"]),
         ("run", &["--local", "--parallel", "--backoff-limit-per-index", "--run"]),
@@ -88,9 +91,22 @@ fn every_subcommand_documents_its_flags() {
         }
     }
     let top = String::from_utf8_lossy(&promptad(&["--help"]).stdout).into_owned();
-    for command in
-        ["doctor", "embed", "tokenize", "synth", "shard", "train", "score", "demo", "eval", "sql", "plan", "run"]
-    {
+    for command in [
+        "doctor",
+        "embed",
+        "tokenize",
+        "synth",
+        "shard",
+        "train",
+        "score",
+        "demo",
+        "eval",
+        "sql",
+        "plan",
+        "run",
+        "calibrate",
+        "report",
+    ] {
         assert!(top.contains(command), "{top}");
     }
 }

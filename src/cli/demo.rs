@@ -16,8 +16,11 @@ use crate::prompt::train::TrainConfig;
 /// Run the whole pipeline on generated data and print a metrics table.
 ///
 /// Writes a defect dataset (`promptad synth`), trains
-/// PromptAD on k normal images of each category, scores each test split, and prints image AUROC,
-/// pixel AUROC and AUPRO per category, their mean, and chance.
+/// PromptAD on k normal images of each category, scores each test split, calibrates each model on
+/// it (`promptad calibrate`; the data has no validation split, so the thresholds are fitted on the
+/// split they are shown on, as anomalib does for MVTec AD by default), scores it again with the
+/// decisions, and prints image AUROC, pixel AUROC and AUPRO per category, their mean, and chance.
+/// Ends by writing the HTML report of the decided run (`promptad report`) to DIR/report/index.html.
 ///
 /// Without --weights it runs on a small randomly initialised ViT (no pretrained CLIP weights
 /// exist here) and says so; with --weights (and --model-config) it uses an OpenCLIP checkpoint.
@@ -82,22 +85,25 @@ pub fn run(mut args: DemoArgs, stop: &crate::stop::StopToken) -> Result<ExitCode
         overwrite: args.overwrite,
     };
     let bar = super::progress_bar(0, "demo");
-    let results = run_demo(&options, &clip, &backbone, stop, |step| {
+    let outcome = run_demo(&options, &clip, &backbone, stop, |step| {
         bar.set_message(step.to_string());
         bar.tick();
         tracing::info!(step, "demo");
     })?;
     bar.finish_and_clear();
+    let results = outcome.results;
     if args.format.or_json(args.json) == ReportFormat::Json {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"backbone": backbone, "categories": results, "mean": mean(&results), "chance": CHANCE})
+                &serde_json::json!({"backbone": backbone, "categories": results, "mean": mean(&results), "chance": CHANCE,
+                    "report": outcome.report})
             )?
         );
     } else {
         print!("{}", table(&results, &backbone));
         println!("\nmodels, scores and data are under {}", args.out.display());
+        println!("report (open it in a browser): {}", outcome.report.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,11 +2,13 @@
 //! are `--help`) and a `run`. The library does the work; these only translate flags.
 
 mod backbone;
+mod calibrate;
 mod demo;
 mod doctor;
 mod embed;
 mod eval;
 mod plan;
+mod report;
 mod run;
 mod score;
 mod shard;
@@ -37,11 +39,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    Calibrate(calibrate::CalibrateArgs),
     Demo(demo::DemoArgs),
     Doctor(doctor::DoctorArgs),
     Embed(embed::EmbedArgs),
     Eval(eval::EvalArgs),
     Plan(plan::PlanArgs),
+    Report(report::ReportArgs),
     Run(run::RunArgs),
     Score(score::ScoreArgs),
     Shard(shard::ShardArgs),
@@ -63,11 +67,13 @@ impl Command {
 pub fn run(cli: Cli, stop: &StopToken) -> anyhow::Result<ExitCode> {
     init_logging();
     match cli.command {
+        Command::Calibrate(args) => calibrate::run(args),
         Command::Demo(args) => demo::run(args, stop),
         Command::Doctor(args) => doctor::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Plan(args) => plan::run(args),
+        Command::Report(args) => report::run(args),
         Command::Run(args) => run::run(args),
         Command::Score(args) => score::run(args, stop),
         Command::Shard(args) => shard::run(args),

@@ -33,6 +33,10 @@ use crate::worker;
 /// the AWS_* environment). For Kubernetes Indexed Jobs, --index/--shard-count give each
 /// worker a contiguous range of the units.
 ///
+/// When the model has a calibration (`promptad calibrate`), every row also carries the decision:
+/// pred_label (pred_score >= the image threshold), anomalous_pixels (map pixels at or above the
+/// pixel threshold) and calibration_version; --no-calibration leaves them null.
+///
 /// Prints image AUROC, pixel AUROC and AUPRO of what it scored when the split has both labels.
 ///
 /// Worker mode (a pod of the scoring Job or the nightly CronJob): --spec SPEC --index N scores
@@ -94,9 +98,14 @@ pub struct ScoreArgs {
     /// Score every unit again, replacing committed outputs of the run.
     #[arg(long)]
     pub overwrite: bool,
+    /// Write no decisions even if the model has a calibration (`promptad calibrate`). By
+    /// default each row gets pred_label and anomalous_pixels from the model's calibration.json
+    /// when there is one (they are null otherwise).
+    #[arg(long)]
+    pub no_calibration: bool,
     /// Worker mode: the run spec (TOML) whose scoring work item --index to run.
     #[arg(long, env = "PROMPTAD_SPEC", value_name = "SPEC",
-          conflicts_with_all = ["category", "shard_count", "rows_per_unit", "batch_size", "compat", "guidance", "skip_bad"])]
+          conflicts_with_all = ["category", "shard_count", "rows_per_unit", "batch_size", "compat", "guidance", "skip_bad", "no_calibration"])]
     pub spec: Option<PathBuf>,
 }
 
@@ -127,6 +136,11 @@ pub fn run(args: ScoreArgs, stop: &StopToken) -> Result<ExitCode> {
         rows_per_unit: args.rows_per_unit,
         shard: (args.index.unwrap_or(0), args.shard_count),
         run_id: args.run.clone(),
+        calibration: if args.no_calibration {
+            None
+        } else {
+            artifact.calibration.as_ref().map(|c| c.calibration.clone())
+        },
     };
     let summary =
         score_category(&artifact, &clip, detect, &dataset, &category, &out, &options, stop, |n| bar.inc(n as u64))?;

@@ -190,6 +190,37 @@ impl Dataset {
         }
     }
 
+    /// The records (image and mask bytes) of the images `ids` of `category`'s images to score,
+    /// in no particular order; an id the dataset does not hold is left out. A folder dataset
+    /// fetches just those files; shards are scanned for the ids first (ids and labels only),
+    /// then only the shards holding one are read with their bytes.
+    pub fn test_records(&self, category: &str, ids: &[String]) -> Result<Vec<ImageRecord>> {
+        let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        match self {
+            Self::Folder(root) => {
+                let test = scan_category(root, category)?.test;
+                let chosen: Vec<&Sample> = test.iter().filter(|s| wanted.contains(s.id.as_str())).collect();
+                chosen.par_iter().map(|s| fetch(root, s)).collect()
+            }
+            Self::Shards(root) => {
+                let mut records = Vec::new();
+                for shard in self.category_shards(category, |split| split != "train")? {
+                    let mut holds = false;
+                    for batch in ShardReader::open(root, &shard.path, 1024, false)? {
+                        holds |= batch?.iter().any(|r| wanted.contains(r.image_id.as_str()));
+                    }
+                    if !holds {
+                        continue;
+                    }
+                    for batch in ShardReader::open(root, &shard.path, 64, true)? {
+                        records.extend(batch?.into_iter().filter(|r| wanted.contains(r.image_id.as_str())));
+                    }
+                }
+                Ok(records)
+            }
+        }
+    }
+
     fn category_shards(&self, category: &str, split: impl Fn(&str) -> bool) -> Result<Vec<ShardInfo>> {
         let Self::Shards(root) = self else { unreachable!("shards only") };
         let all = list_shards(root)?;

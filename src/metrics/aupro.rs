@@ -26,8 +26,10 @@
 //! Undefined ([`MetricError::Undefined`]) without any region or without any background pixel.
 
 use super::curve::{descending_order, ProLevel};
-use super::error::{MetricError, UndefinedReason};
-use super::stats::{label_regions, pixel_weight, ImageStats, REGION_WEIGHT_SHIFT};
+pub use super::curve_points::check_fpr_limit;
+use super::curve_points::{pro_points_from_levels, trapezoid_area};
+use super::error::MetricError;
+use super::stats::{label_regions, pixel_weight, ImageStats};
 
 /// The FPR integration limit of anomalib and the MVTec AD protocol.
 pub const DEFAULT_FPR_LIMIT: f64 = 0.3;
@@ -39,15 +41,6 @@ pub struct SegmentationMap<'a> {
     pub mask: &'a [bool],
     pub width: usize,
     pub height: usize,
-}
-
-/// Checks `0 < fpr_limit ≤ 1`.
-pub fn check_fpr_limit(fpr_limit: f64) -> Result<(), MetricError> {
-    if fpr_limit > 0.0 && fpr_limit <= 1.0 {
-        Ok(())
-    } else {
-        Err(MetricError::FprLimit { value: fpr_limit })
-    }
 }
 
 /// Exact AUPRO of a set of images, integrated to `fpr_limit` (see the module documentation).
@@ -91,7 +84,8 @@ pub fn pixel_aupro(stats: &ImageStats, fpr_limit: f64) -> Result<f64, MetricErro
 }
 
 /// AUPRO from grouped thresholds, highest score first; `n_background` must be the sum of the
-/// levels' background counts and the weights must sum to about `n_regions · 2^80`.
+/// levels' background counts and the weights must sum to about `n_regions · 2^80`. The area is
+/// the trapezoids through [`pro_points_from_levels`], divided by the limit.
 pub fn aupro_from_levels(
     metric: &'static str,
     levels: impl IntoIterator<Item = ProLevel>,
@@ -99,38 +93,14 @@ pub fn aupro_from_levels(
     n_regions: u64,
     fpr_limit: f64,
 ) -> Result<f64, MetricError> {
-    check_fpr_limit(fpr_limit)?;
-    match (n_background, n_regions) {
-        (0, 0) => return Err(MetricError::undefined(metric, UndefinedReason::Empty)),
-        (_, 0) => return Err(MetricError::undefined(metric, UndefinedReason::NoRegions)),
-        (0, _) => return Err(MetricError::undefined(metric, UndefinedReason::NoBackground)),
-        _ => {}
-    }
-    let n = n_background as f64;
-    // R · 2^80: scaling by a power of two is exact
-    let pro_scale = n_regions as f64 * 2f64.powi(REGION_WEIGHT_SHIFT as i32);
-    let (mut fp, mut weight) = (0u64, 0u128);
-    let (mut x0, mut y0) = (0.0f64, 0.0f64);
-    let mut area = 0.0;
-    for l in levels {
-        fp += l.background;
-        weight = weight.saturating_add(l.weight);
-        let (x, y) = (fp as f64 / n, weight as f64 / pro_scale);
-        if x <= fpr_limit {
-            area += (x - x0) * (y + y0) / 2.0;
-            (x0, y0) = (x, y);
-        } else {
-            let y_limit = y0 + (y - y0) * (fpr_limit - x0) / (x - x0);
-            area += (fpr_limit - x0) * (y0 + y_limit) / 2.0;
-            break;
-        }
-    }
-    Ok(area / fpr_limit)
+    let points = pro_points_from_levels(metric, levels, n_background, n_regions, fpr_limit)?;
+    Ok(trapezoid_area(&points) / fpr_limit)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::UndefinedReason;
 
     fn one(scores: &[f64], mask: &[bool], w: usize, h: usize, limit: f64) -> Result<f64, MetricError> {
         aupro(&[SegmentationMap { scores, mask, width: w, height: h }], limit)

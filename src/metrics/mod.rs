@@ -33,6 +33,7 @@ pub mod aupro;
 pub mod auroc;
 pub mod calibration;
 pub mod curve;
+pub mod curve_points;
 pub mod error;
 pub mod f1;
 pub mod image_aupr;

@@ -30,7 +30,7 @@ use crate::detect::memory::VisualMemory;
 use crate::detect::{DetectConfig, DetectError, Detector};
 use crate::metrics::quantize::quantize;
 use crate::metrics::stats::{ImageStats, StatsSum};
-use crate::metrics::{auroc, pixel_aupro, pixel_auroc, MetricError, DEFAULT_FPR_LIMIT};
+use crate::metrics::{auroc, pixel_aupro, pixel_auroc, Calibration, MetricError, DEFAULT_FPR_LIMIT};
 use crate::prompt::train::Head;
 use crate::run::{self, PlannedUnit, RunError, RunPlan, Table, UnitRecord};
 use crate::sink::{
@@ -97,6 +97,9 @@ pub struct ScoreOptions {
     /// The run id; by default derived from the dataset URL and the options, so that re-running
     /// the same command continues the same run.
     pub run_id: Option<String>,
+    /// The thresholds behind each row's decision (`pred_label`, `anomalous_pixels`); `None`
+    /// writes no decisions. It is part of the run's plan, so one run never mixes two.
+    pub calibration: Option<Calibration>,
 }
 
 impl Default for ScoreOptions {
@@ -109,6 +112,7 @@ impl Default for ScoreOptions {
             rows_per_unit: 256,
             shard: (0, 1),
             run_id: None,
+            calibration: None,
         }
     }
 }
@@ -237,6 +241,7 @@ pub fn score_category(
     let map_size = detect.map_size as u32;
     let sizes = Sizes { input: clip.visual.image_size() as u32, map: map_size };
     let version = artifact.manifest.version.clone();
+    let calibration = options.calibration.as_ref();
     let mut reader = Reader::spawn(dataset.clone(), todo.clone(), options.batch_size.max(1), sizes, options.compat);
 
     for unit in &todo {
@@ -270,7 +275,7 @@ pub fn score_category(
                         summary
                             .skipped
                             .push(SkippedImage { image_id: item.record.image_id.clone(), error: error.clone() });
-                        writer.skip(&run_id, &item.record, &version, error);
+                        writer.skip(&run_id, &item.record, &version, calibration, error);
                     }
                     // The error names the image (its file, or its shard and row).
                     Err(source) => return Err(ScoreError::BadImage { source }),
@@ -282,7 +287,7 @@ pub fn score_category(
                 summary.seconds.model += modelling.elapsed().as_secs_f64();
                 summary.seconds.write -= modelling.elapsed().as_secs_f64();
                 let labelled = Labelled { scores: &mut summary.image_scores, pixel_sum: &mut pixel_sum };
-                writer.add(&run_id, &good, &scored, &version, labelled).map_err(in_unit)?;
+                writer.add(&run_id, &good, &scored, &version, calibration, labelled).map_err(in_unit)?;
             }
             let rows = writer.flush().map_err(in_unit)?;
             summary.seconds.write += writing.elapsed().as_secs_f64();
@@ -333,6 +338,7 @@ fn plan_units(
         dataset: dataset.location().url().into(),
         map_size: detect.map_size,
         units: units.iter().map(|u| PlannedUnit { name: u.name.clone(), images: u.images }).collect(),
+        calibration: options.calibration.clone(),
     };
     run::publish_plan(out, &plan, options.overwrite)?;
     let mine = &units[run::worker_range(units.len(), options.shard)];
@@ -510,8 +516,16 @@ impl UnitWriter {
     }
 
     /// An image recorded with its error and no scores.
-    fn skip(&mut self, run_id: &str, record: &ImageRecord, version: &str, error: String) {
-        self.rows.push(score_row(run_id, record, None, version, Some(error)));
+    fn skip(
+        &mut self,
+        run_id: &str,
+        record: &ImageRecord,
+        version: &str,
+        calibration: Option<&Calibration>,
+        error: String,
+    ) {
+        let versions = Versions { model: version, calibration: calibration.map(|c| c.version.as_str()) };
+        self.rows.push(score_row(run_id, record, None, versions, Some(error)));
         self.skipped += 1;
     }
 
@@ -523,8 +537,10 @@ impl UnitWriter {
         good: &[(ImageRecord, (Vec<f32>, Option<Vec<bool>>))],
         scored: &ScoredBatch,
         version: &str,
+        calibration: Option<&Calibration>,
         labelled: Labelled,
     ) -> Result<()> {
+        let versions = Versions { model: version, calibration: calibration.map(|c| c.version.as_str()) };
         let side = self.map_size as usize;
         let (mut ids, mut categories, mut quantized) = (Vec::new(), Vec::new(), Vec::new());
         let (mut stat_ids, mut stat_categories, mut stats) = (Vec::new(), Vec::new(), Vec::new());
@@ -546,8 +562,14 @@ impl UnitWriter {
                 text_score: scored.text_score[i],
                 visual_max: scored.visual_max[i],
                 max_pixel_score: max_pixel,
+                pred_label: calibration
+                    .and_then(|c| c.image.as_ref())
+                    .map(|c| i8::from(c.is_anomalous(scored.image_score[i]))),
+                anomalous_pixels: calibration
+                    .and_then(|c| c.pixel.as_ref())
+                    .map(|c| q.iter().filter(|&&v| c.is_anomalous(v)).count() as i64),
             };
-            self.rows.push(score_row(run_id, record, Some(scores), version, None));
+            self.rows.push(score_row(run_id, record, Some(scores), versions, None));
             ids.push(record.image_id.clone());
             categories.push(record.category.clone());
             quantized.push(q);
@@ -593,20 +615,29 @@ struct Labelled<'a> {
     pixel_sum: &'a mut StatsSum,
 }
 
-/// The four scores of a scored image.
+/// The four scores of a scored image, and the calibration's decisions on them.
 #[derive(Debug, Clone, Copy)]
 struct ImageScores {
     pred_score: f64,
     text_score: f64,
     visual_max: f64,
     max_pixel_score: f64,
+    pred_label: Option<i8>,
+    anomalous_pixels: Option<i64>,
+}
+
+/// The model and calibration a row was scored with.
+#[derive(Debug, Clone, Copy)]
+struct Versions<'a> {
+    model: &'a str,
+    calibration: Option<&'a str>,
 }
 
 fn score_row(
     run: &str,
     record: &ImageRecord,
     scores: Option<ImageScores>,
-    version: &str,
+    versions: Versions,
     error: Option<String>,
 ) -> ScoreRow {
     ScoreRow {
@@ -621,7 +652,10 @@ fn score_row(
         text_score: scores.map(|s| s.text_score),
         visual_max: scores.map(|s| s.visual_max),
         max_pixel_score: scores.map(|s| s.max_pixel_score),
-        model_version: version.to_string(),
+        pred_label: scores.and_then(|s| s.pred_label),
+        anomalous_pixels: scores.and_then(|s| s.anomalous_pixels),
+        calibration_version: versions.calibration.map(str::to_string),
+        model_version: versions.model.to_string(),
         error,
     }
 }

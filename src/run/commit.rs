@@ -84,6 +84,15 @@ pub fn publish_plan(out: &Location, plan: &RunPlan, overwrite: bool) -> Result<(
     Ok(())
 }
 
+/// The plan of `category` in run `run_id`, if one was published.
+pub fn read_plan(out: &Location, run_id: &str, category: &str) -> Result<Option<RunPlan>, RunError> {
+    let rel = paths::plan_file(run_id, category);
+    match out.get_if_exists(&rel)? {
+        Some(bytes) => Ok(Some(read_json(out, &rel, &bytes)?)),
+        None => Ok(None),
+    }
+}
+
 /// Whether a unit's commit record exists.
 pub fn is_committed(out: &Location, run_id: &str, category: &str, unit: &str) -> Result<bool, RunError> {
     Ok(out.exists(&paths::unit_record_file(run_id, category, unit))?)

@@ -22,7 +22,7 @@ pub mod records;
 
 pub use commit::{
     check_run_id, commit_unit, derived_run_id, is_committed, is_valid_run_id, publish_manifest_if_complete,
-    publish_plan, uncommit, unit_files, worker_range,
+    publish_plan, read_plan, uncommit, unit_files, worker_range,
 };
 pub use paths::Table;
 pub use read::{committed_files, CommittedRuns};

@@ -16,6 +16,11 @@ pub struct RunPlan {
     pub map_size: i64,
     /// The work units, in order.
     pub units: Vec<PlannedUnit>,
+    /// The calibration whose decisions the run's score rows carry (`pred_label`,
+    /// `anomalous_pixels`); absent when the run makes none. Part of the agreement: one run never
+    /// mixes decided and undecided rows, or two calibrations.
+    #[serde(default)]
+    pub calibration: Option<crate::metrics::Calibration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

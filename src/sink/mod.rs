@@ -8,7 +8,9 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, FixedSizeListArray, Float64Array, Int8Array, RecordBatch, StringArray, UInt16Array};
+use arrow::array::{
+    ArrayRef, FixedSizeListArray, Float64Array, Int64Array, Int8Array, RecordBatch, StringArray, UInt16Array,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -118,6 +120,11 @@ pub struct ScoreRow {
     pub text_score: Option<f64>,
     pub visual_max: Option<f64>,
     pub max_pixel_score: Option<f64>,
+    /// The calibration's decision (1 = anomalous), null without one.
+    pub pred_label: Option<i8>,
+    /// Stored map pixels at or above the calibration's pixel threshold, null without one.
+    pub anomalous_pixels: Option<i64>,
+    pub calibration_version: Option<String>,
     pub model_version: String,
     /// Why the image was skipped (`--skip-bad`), else null.
     pub error: Option<String>,
@@ -136,6 +143,9 @@ pub fn scores_schema() -> SchemaRef {
         Field::new("text_score", DataType::Float64, true),
         Field::new("visual_max", DataType::Float64, true),
         Field::new("max_pixel_score", DataType::Float64, true),
+        Field::new("pred_label", DataType::Int8, true),
+        Field::new("anomalous_pixels", DataType::Int64, true),
+        Field::new("calibration_version", DataType::Utf8, true),
         Field::new("model_version", DataType::Utf8, false),
         Field::new("error", DataType::Utf8, true),
     ]))
@@ -160,6 +170,9 @@ pub fn scores_batch(rows: &[ScoreRow]) -> Result<RecordBatch> {
                 float(|r| r.text_score),
                 float(|r| r.visual_max),
                 float(|r| r.max_pixel_score),
+                Arc::new(Int8Array::from_iter(rows.iter().map(|r| r.pred_label))),
+                Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.anomalous_pixels))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.calibration_version.as_deref()))),
                 text(|r| &r.model_version),
                 Arc::new(StringArray::from_iter(rows.iter().map(|r| r.error.as_deref()))),
             ],

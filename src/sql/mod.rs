@@ -6,7 +6,7 @@
 //!
 //! | table          | columns                                                                   |
 //! |----------------|---------------------------------------------------------------------------|
-//! | `scores`       | run, image_id, category, split, defect_type, gt_label, image_path, pred_score, text_score, visual_max, max_pixel_score, model_version, error |
+//! | `scores`       | run, image_id, category, split, defect_type, gt_label, image_path, pred_score, text_score, visual_max, max_pixel_score, pred_label, anomalous_pixels, calibration_version, model_version, error |
 //! | `maps`         | run, image_id, category, anomaly_map (FixedSizeList<UInt16>, the quantised map) |
 //! | `metric_stats` | run, image_id, category, stats (per-image [`crate::metrics::ImageStats`]) |
 //!
@@ -22,6 +22,7 @@
 //! its result (the mean row), and returns both as one batch with the schema of [`EvalRow`].
 
 mod output;
+pub mod results;
 
 use std::sync::Arc;
 
@@ -77,6 +78,12 @@ pub enum SqlError {
     EvalColumn { column: String, expected: &'static str },
     #[error("listing the committed files stopped unexpectedly: {0}")]
     Listing(#[from] tokio::task::JoinError),
+    #[error(
+        "the `{table}` table has no column `{column}` readable as {expected}; it was not written by this promptad"
+    )]
+    Column { table: &'static str, column: &'static str, expected: &'static str },
+    #[error(transparent)]
+    Metric(#[from] crate::metrics::MetricError),
 }
 
 type Result<T, E = SqlError> = std::result::Result<T, E>;
@@ -312,8 +319,13 @@ async fn register_table(
     table: Table,
 ) -> datafusion::error::Result<()> {
     let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config =
-        ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).infer_schema(&ctx.state()).await?;
+    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options);
+    // The scores table has today's columns whatever file comes first: files of schema_version 1
+    // (before pred_label, anomalous_pixels and calibration_version) read those as NULL.
+    let config = match table {
+        Table::Scores => config.with_schema(crate::sink::scores_schema()),
+        _ => config.infer_schema(&ctx.state()).await?,
+    };
     ctx.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
     Ok(())
 }
