@@ -216,7 +216,6 @@ fn calibrate(e: &crate::pipeline::calibrate::CalibrateError) -> Option<u8> {
         E::Sql(e) => sql(e),
         E::Metric(_) | E::OtherModel { .. } | E::NoLabels { .. } => Some(BAD_INPUT),
         E::NoImages { .. } => Some(MISSING_INPUT),
-        E::SeveralRuns { .. } => Some(BAD_CONFIG),
     }
 }
 
@@ -225,7 +224,6 @@ fn report(e: &crate::report::ReportError) -> Option<u8> {
     match e {
         E::Sql(e) => sql(e),
         E::Run(e) => run(e),
-        E::SeveralRuns { .. } => Some(BAD_CONFIG),
         E::Io { .. } | E::Metric(_) => None,
     }
 }
@@ -421,7 +419,7 @@ fn sql(e: &crate::sql::SqlError) -> Option<u8> {
         E::Run(e) => run(e),
         E::Store(e) => store(e),
         E::NoOutput { .. } | E::NoRun { .. } | E::UnknownRun { .. } => Some(MISSING_INPUT),
-        E::AmbiguousRun { .. } | E::Query { .. } => Some(BAD_CONFIG),
+        E::AmbiguousRun { .. } | E::Query { .. } | E::SeveralRuns { .. } => Some(BAD_CONFIG),
         E::Column { .. } => Some(BAD_INPUT),
         _ => None,
     }

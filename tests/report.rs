@@ -247,6 +247,8 @@ fn report(run: &str, dir: &Path) -> (String, serde_json::Value) {
         ))
         .unwrap();
     assert_eq!(summary.path, dir.join("index.html"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&summary.path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o644, "the page is readable by all, like any report");
     let html = std::fs::read_to_string(&summary.path).unwrap();
     let start = html.find("id=\"promptad-report\">").expect("embedded data") + "id=\"promptad-report\">".len();
     let end = start + html[start..].find("</script>").unwrap();

@@ -12,7 +12,7 @@
 use crate::artifact::{ArtifactError, CalibrationSource, Manifest, ModelCalibration};
 use crate::metrics::calibration::CalibrationOptions;
 use crate::metrics::{Calibration, MetricError};
-use crate::sql::results::{image_results, pixel_stats, runs};
+use crate::sql::results::{image_results, pixel_stats, single_run};
 use crate::sql::{session, RunSelection, SqlError};
 use crate::store::Location;
 
@@ -37,8 +37,6 @@ pub enum CalibrateError {
          normal images with known labels"
     )]
     NoLabels { run: String, category: String },
-    #[error("{out} holds several runs; choose the one to calibrate on (runs: [{}])", runs.join(", "))]
-    SeveralRuns { out: String, runs: Vec<String> },
 }
 
 /// What to calibrate on.
@@ -61,10 +59,7 @@ pub async fn calibrate(model: &Location, request: &CalibrateRequest) -> Result<M
     let category = request.category.clone().unwrap_or_else(|| manifest.category.key.clone());
     let out = request.out.url().to_string();
     let ctx = session(&request.out, request.run.clone()).await?;
-    let run = match runs(&ctx).await?.as_slice() {
-        [one] => one.clone(),
-        many => return Err(CalibrateError::SeveralRuns { out, runs: many.to_vec() }),
-    };
+    let run = single_run(&ctx, &out).await?;
     let images = image_results(&ctx, &category).await?;
     if images.is_empty() {
         let available = crate::sql::results::categories(&ctx).await?;

@@ -25,7 +25,7 @@ use crate::data::dataset::Dataset;
 use crate::data::shard::ImageRecord;
 use crate::metrics::{Calibration, MetricError};
 use crate::run::{read_plan, RunError, RunPlan};
-use crate::sql::results::{categories, image_results, maps_of, pixel_stats, runs, selective_config, ImageResult};
+use crate::sql::results::{categories, image_results, maps_of, pixel_stats, selective_config, single_run, ImageResult};
 use crate::sql::{session_with_config, RunSelection, SqlError};
 use crate::store::Location;
 use page::{CategoryPage, PageHeader, ShownEntry};
@@ -42,8 +42,6 @@ pub enum ReportError {
     Run(#[from] RunError),
     #[error(transparent)]
     Metric(#[from] MetricError),
-    #[error("{out} holds several runs; choose the one to report with --run (runs: [{}])", runs.join(", "))]
-    SeveralRuns { out: String, runs: Vec<String> },
     #[error("cannot write the report to {path}: {source}")]
     Io {
         path: PathBuf,
@@ -84,10 +82,7 @@ pub async fn write_report(
     options: &ReportOptions,
 ) -> Result<ReportSummary> {
     let ctx = session_with_config(out, run, selective_config()).await?;
-    let run = match runs(&ctx).await?.as_slice() {
-        [one] => one.clone(),
-        many => return Err(ReportError::SeveralRuns { out: out.url().into(), runs: many.to_vec() }),
-    };
+    let run = single_run(&ctx, out.url()).await?;
     let mut pages = Vec::new();
     for category in categories(&ctx).await? {
         let images = image_results(&ctx, &category).await?;
@@ -181,6 +176,9 @@ fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut tmp = tempfile::Builder::new().prefix(".promptad-report-").tempfile_in(dir).map_err(io)?;
     std::io::Write::write_all(&mut tmp, bytes).map_err(io)?;
+    // A report is for reading: not the temporary file's owner-only mode.
+    let readable = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644);
+    tmp.as_file().set_permissions(readable).map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
     Ok(())
 }

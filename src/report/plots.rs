@@ -67,15 +67,18 @@ fn line_chart(
                 .label(line.label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
         }
-        plot.configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(&err)?;
+        legend(&mut plot, SeriesLabelPosition::LowerRight).map_err(&err)?;
         root.present().map_err(&err)?;
     }
     Ok(svg)
+}
+
+/// The series labels of a chart, boxed, at `position`.
+fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    plot: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    plot.configure_series_labels().position(position).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()
 }
 
 /// Image and pixel ROC curves, with the chance diagonal.
@@ -131,7 +134,12 @@ pub fn histogram(summary: &CategorySummary, threshold: Option<f64>) -> Result<St
     let err = fail("histogram");
     let all = summary.normal_scores.iter().chain(&summary.anomalous_scores).chain(threshold.as_ref());
     let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &s| (lo.min(s), hi.max(s)));
-    let (lo, hi) = if lo.is_finite() && hi > lo { (lo, hi) } else { (lo.min(0.0).max(-1e9), lo.max(0.0) + 1.0) };
+    // No score at all: the unit range; one distinct score: a unit range around it.
+    let (lo, hi) = match (lo.is_finite(), hi > lo) {
+        (false, _) => (0.0, 1.0),
+        (true, false) => (lo - 0.5, lo + 0.5),
+        (true, true) => (lo, hi),
+    };
     let width = (hi - lo) / BINS as f64;
     let counts = |scores: &[f64]| {
         let mut c = vec![0u32; BINS];
@@ -171,12 +179,7 @@ pub fn histogram(summary: &CategorySummary, threshold: Option<f64>) -> Result<St
                 .label("threshold")
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(2)));
         }
-        plot.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(&err)?;
+        legend(&mut plot, SeriesLabelPosition::UpperRight).map_err(&err)?;
         root.present().map_err(&err)?;
     }
     Ok(svg)

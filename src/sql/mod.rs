@@ -74,6 +74,8 @@ pub enum SqlError {
         #[source]
         source: arrow::error::ArrowError,
     },
+    #[error("{out} holds several runs; choose one with --run (runs: [{}])", runs.join(", "))]
+    SeveralRuns { out: String, runs: Vec<String> },
     #[error("the evaluation table has no column `{column}` of type {expected}")]
     EvalColumn { column: String, expected: &'static str },
     #[error("listing the committed files stopped unexpectedly: {0}")]

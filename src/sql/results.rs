@@ -43,6 +43,15 @@ pub async fn runs(ctx: &SessionContext) -> Result<Vec<String>> {
     distinct_strings(ctx, "run").await
 }
 
+/// The one run of a session over `out` (one opened with [`super::RunSelection::One`] or
+/// `Latest`); several runs ([`super::RunSelection::All`]) are [`SqlError::SeveralRuns`].
+pub async fn single_run(ctx: &SessionContext, out: &str) -> Result<String> {
+    match runs(ctx).await?.as_slice() {
+        [one] => Ok(one.clone()),
+        many => Err(SqlError::SeveralRuns { out: out.to_string(), runs: many.to_vec() }),
+    }
+}
+
 async fn distinct_strings(ctx: &SessionContext, column: &'static str) -> Result<Vec<String>> {
     let batches = ctx
         .table("scores")
