@@ -209,7 +209,7 @@ mod tests {
             let schema = table.arrow_schema(&parameters).unwrap();
             assert!(!schema.fields().is_empty(), "{name}");
             // Version 2: the scores gained the decision columns, the run manifest its calibration.
-            let expected = if matches!(*name, "image_scores" | "run_manifest") { 2 } else { 1 };
+            let expected = if ["image_scores", "run_manifest"].contains(&name) { 2 } else { 1 };
             assert_eq!(table.schema_version, expected, "{name}");
         }
         let maps = PublishedTable::get("pixel_maps").unwrap().arrow_schema(&parameters).unwrap();
