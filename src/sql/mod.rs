@@ -321,13 +321,8 @@ async fn register_table(
     table: Table,
 ) -> datafusion::error::Result<()> {
     let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options);
-    // The scores table has today's columns whatever file comes first: files of schema_version 1
-    // (before pred_label, anomalous_pixels and calibration_version) read those as NULL.
-    let config = match table {
-        Table::Scores => config.with_schema(crate::sink::scores_schema()),
-        _ => config.infer_schema(&ctx.state()).await?,
-    };
+    let config =
+        ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).infer_schema(&ctx.state()).await?;
     ctx.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
     Ok(())
 }
