@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{dataset, loc, promptad};
+use common::{dataset, files_under, loc, promptad};
 use promptad::artifact::random_backbone;
 use promptad::artifact::Artifact;
 use promptad::data::prepare::Compat;
@@ -341,8 +341,17 @@ fn demo_cli_reports_metrics_against_chance() {
     for row in ["grid", "mean", "chance", "mean - chance"] {
         assert!(stdout.lines().any(|l| l.starts_with(row)), "missing row {row}:\n{stdout}");
     }
-    let maps: Vec<_> = std::fs::read_dir(out.join("scores/maps")).unwrap().collect();
-    assert_eq!(maps.len(), 1, "one run of maps");
+    // The demo scores once to fit its calibration, then again with the decisions: two runs of maps.
+    let mut runs: Vec<String> = std::fs::read_dir(out.join("scores/maps"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    runs.sort();
+    assert_eq!(runs, ["run=calibration", "run=demo"]);
+    let calibrations = files_under(&out.join("models"), "/calibration.json");
+    assert_eq!(calibrations.len(), 1, "the demo calibrates its one model");
+    let report = std::fs::read_to_string(out.join("report/index.html")).unwrap();
+    assert!(report.contains("id=\"promptad-report\""), "the demo ends with its report");
 }
 
 #[test]
@@ -407,3 +416,4 @@ fn ablations_change_what_is_trained_and_scored() {
     assert_ne!(prompt, full_scores);
     assert_ne!(vision, prompt);
 }
+

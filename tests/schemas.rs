@@ -9,7 +9,7 @@ use std::path::Path;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Float32Type, Schema};
-use common::{dataset, loc};
+use common::{dataset, files_under, loc};
 use promptad::artifact::random_backbone;
 use promptad::artifact::{prompts_schema, Artifact, PROMPTS};
 use promptad::data::pack::{pack, PackOptions};
@@ -41,20 +41,6 @@ fn read(path: &Path) -> (Schema, Vec<RecordBatch>) {
             .unwrap();
     let schema = reader.schema().as_ref().clone();
     (schema, reader.build().unwrap().map(Result::unwrap).collect())
-}
-
-fn files_under(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path, suffix));
-        } else if path.to_string_lossy().ends_with(suffix) {
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]

@@ -119,3 +119,18 @@ impl Watched {
         status.success()
     }
 }
+
+/// The files under `dir` (recursively) whose paths end with `suffix`, sorted.
+pub fn files_under(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path, suffix));
+        } else if path.to_string_lossy().ends_with(suffix) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
