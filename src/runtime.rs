@@ -189,6 +189,26 @@ pub fn peak_rss_mib() -> f64 {
     proc_status_mib("VmHWM")
 }
 
+/// CPU time (user + system, all threads) this process has used, in seconds, at the kernel's
+/// 10 ms tick; NaN where /proc is unavailable.
+pub fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces, so split after its closing paren):
+    // state is field 3, utime 14 and stime 15, in USER_HZ (100 per second on Linux).
+    let Some((_, rest)) = stat.rsplit_once(')') else { return f64::NAN };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    match (fields.get(11).and_then(|v| v.parse::<f64>().ok()), fields.get(12).and_then(|v| v.parse::<f64>().ok())) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+/// Resets this process's peak resident set size to its current one (Linux `clear_refs` 5), so
+/// that the next [`peak_rss_mib`] is the peak of what follows; false where that is not allowed.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// This process's resident set size now (VmRSS) in MiB; NaN where /proc is unavailable.
 pub fn rss_mib() -> f64 {
     proc_status_mib("VmRSS")

@@ -243,6 +243,7 @@ pub fn run_score(
         run_id: Some(run_id),
         // The model's own calibration, when it has one: nightly rows carry decisions.
         calibration: artifact.calibration.as_ref().map(|c| c.calibration.clone()),
+        maps: score.maps,
         ..ScoreOptions::default()
     };
     let out = Location::parse(&item.out)?;

@@ -416,4 +416,3 @@ fn ablations_change_what_is_trained_and_scored() {
     assert_ne!(prompt, full_scores);
     assert_ne!(vision, prompt);
 }
-

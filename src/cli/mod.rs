@@ -2,6 +2,7 @@
 //! are `--help`) and a `run`. The library does the work; these only translate flags.
 
 mod backbone;
+mod bench;
 mod calibrate;
 mod demo;
 mod doctor;
@@ -39,6 +40,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    Bench(bench::BenchArgs),
     Calibrate(calibrate::CalibrateArgs),
     Demo(demo::DemoArgs),
     Doctor(doctor::DoctorArgs),
@@ -59,7 +61,7 @@ impl Command {
     /// Whether the command stops cleanly at a safe point when asked (SIGTERM); the others are
     /// short, or only read.
     pub fn is_stoppable(&self) -> bool {
-        matches!(self, Command::Demo(_) | Command::Score(_) | Command::Train(_))
+        matches!(self, Command::Bench(_) | Command::Demo(_) | Command::Score(_) | Command::Train(_))
     }
 }
 
@@ -67,6 +69,7 @@ impl Command {
 pub fn run(cli: Cli, stop: &StopToken) -> anyhow::Result<ExitCode> {
     init_logging();
     match cli.command {
+        Command::Bench(args) => bench::run(args, stop),
         Command::Calibrate(args) => calibrate::run(args),
         Command::Demo(args) => demo::run(args, stop),
         Command::Doctor(args) => doctor::run(args),

@@ -12,6 +12,7 @@ use crate::data::dataset::Dataset;
 use crate::data::prepare::Compat;
 use crate::detect::Guidance;
 use crate::pipeline::score::{score_category, ScoreError, ScoreOptions, ScoreSummary};
+use crate::sink::MapsMode;
 use crate::spec::{Spec, SpecError};
 use crate::stop::StopToken;
 use crate::store::Location;
@@ -22,8 +23,9 @@ use crate::worker;
 /// Scores the images of a category (the test split of a folder dataset; every split but train
 /// of image shards) with a model artifact and writes a run of three Hive-partitioned tables
 /// under OUT: scores/run=<id>/category=<c>/part-<unit>.parquet (one row per image: pred_score,
-/// text_score, visual_max, max_pixel_score, gt_label, ...), maps/... (the anomaly map at 400×400
-/// as u16 over [0, 1]) and metric_stats/... (per-image sufficient statistics for pixel AUROC and
+/// text_score, visual_max, max_pixel_score, gt_label, ...), maps/... (by default the 15×15 grid
+/// the 400×400 anomaly map is rebuilt from, about 1 KB per image; --maps full also stores the map
+/// as u16 over [0, 1], about 257 KB) and metric_stats/... (per-image sufficient statistics for pixel AUROC and
 /// AUPRO). Work is cut into units (one per shard, or --rows-per-unit folder images); each unit
 /// is committed by a record under OUT/_runs/run=<id>/ after its files, and the run manifest is
 /// written once every unit is committed. Re-running the same command skips committed units and
@@ -103,9 +105,15 @@ pub struct ScoreArgs {
     /// when there is one (they are null otherwise).
     #[arg(long)]
     pub no_calibration: bool,
+    /// How the maps table stores each image's anomaly map: compact (the patch grid it is made
+    /// of; `rebuild_map(grid, grid_side, map_size, sigma)` in `promptad sql` and `promptad
+    /// report` rebuild the map, to the same u16 values when scored on the CPU), full (the grid
+    /// and the 400×400 u16 map) or none (no map rows; scores and statistics only).
+    #[arg(long, value_enum, default_value_t = MapsMode::Compact)]
+    pub maps: MapsMode,
     /// Worker mode: the run spec (TOML) whose scoring work item --index to run.
     #[arg(long, env = "PROMPTAD_SPEC", value_name = "SPEC",
-          conflicts_with_all = ["category", "shard_count", "rows_per_unit", "batch_size", "compat", "guidance", "skip_bad", "no_calibration"])]
+          conflicts_with_all = ["category", "shard_count", "rows_per_unit", "batch_size", "compat", "guidance", "skip_bad", "no_calibration", "maps"])]
     pub spec: Option<PathBuf>,
 }
 
@@ -141,6 +149,7 @@ pub fn run(args: ScoreArgs, stop: &StopToken) -> Result<ExitCode> {
         } else {
             artifact.calibration.as_ref().map(|c| c.calibration.clone())
         },
+        maps: args.maps,
     };
     let summary =
         score_category(&artifact, &clip, detect, &dataset, &category, &out, &options, stop, |n| bar.inc(n as u64))?;

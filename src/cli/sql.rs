@@ -15,15 +15,19 @@ use crate::store::Location;
 ///
 /// scores: run, image_id, category, split, defect_type, gt_label (0/1, NULL if unknown),
 /// image_path, pred_score (NULL for a skipped image), text_score, visual_max, max_pixel_score,
+/// pred_label, anomalous_pixels (NULL without a calibration), calibration_version,
 /// model_version, error.
 ///
-/// maps: run, image_id, category, anomaly_map (the map as u16 over [0, 1], row-major).
+/// maps: run, image_id, category, map_size, sigma, grid_side, grid (the patch grid the map is
+/// made of), anomaly_map (the map as u16 over [0, 1], row-major; NULL unless scored with --maps
+/// full). rebuild_map(grid, grid_side, map_size, sigma) gives the map of any row, e.g. "SELECT
+/// image_id, rebuild_map(grid, grid_side, map_size, sigma) FROM maps WHERE image_id = '...'".
 ///
 /// metric_stats: run, image_id, category, stats (per-image statistics for the pixel metrics).
 ///
 /// Besides DataFusion's own functions, the exact metric aggregates image_auroc(score, label),
-/// image_aupr(score, label), pixel_auroc(stats) and pixel_aupro(stats [, fpr_limit]) are
-/// available, e.g. "SELECT s.defect_type, pixel_auroc(m.stats), pixel_aupro(m.stats) FROM scores
+/// image_aupr(score, label), pixel_auroc(stats), pixel_aupro(stats [, fpr_limit]), f1_max,
+/// f1_threshold, pixel_f1_max and pixel_f1_threshold are available, e.g. "SELECT s.defect_type, pixel_auroc(m.stats), pixel_aupro(m.stats) FROM scores
 /// s JOIN metric_stats m ON s.image_id = m.image_id GROUP BY s.defect_type".
 ///
 /// SHOW TABLES and SHOW COLUMNS FROM <table> list what is there. The run is read-only: statements

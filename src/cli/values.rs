@@ -6,6 +6,7 @@ use clap::ValueEnum;
 
 use crate::data::prepare::Compat;
 use crate::detect::Guidance;
+use crate::sink::MapsMode;
 use crate::sql::Format;
 
 /// `impl ValueEnum for $ty` from `variant => "name", "help"` lines.
@@ -37,6 +38,12 @@ value_enum!(Guidance {
     Guidance::PromptOnly => "prompt-only", "ablation: the prompts alone";
 });
 
+value_enum!(MapsMode {
+    MapsMode::Compact => "compact", "the patch grid each map is rebuilt from (about 1 KB per image)";
+    MapsMode::Full => "full", "the grid and the u16 map itself (about 257 KB per image at 400×400)";
+    MapsMode::None => "none", "no map rows: scores and statistics only";
+});
+
 value_enum!(Compat {
     Compat::Rgb => "rgb", "RGB for shots and test images alike";
     Compat::Official => "official", "test images in BGR, as the official test loop feeds them";
@@ -57,9 +64,16 @@ mod tests {
         round_trip::<Format>();
         round_trip::<Guidance>();
         round_trip::<Compat>();
-        // The spellings of Guidance and Compat are also their serde names (in artifacts and specs).
+        round_trip::<MapsMode>();
+        // The spellings of Guidance, Compat and MapsMode are also their serde names (in artifacts,
+        // specs and run plans).
         assert_eq!(serde_json::to_string(&Guidance::VisionOnly).unwrap(), "\"vision-only\"");
         assert_eq!(serde_json::to_string(&Compat::Official).unwrap(), "\"official\"");
+        for mode in MapsMode::value_variants() {
+            let name = mode.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(serde_json::to_string(mode).unwrap(), format!("\"{name}\""));
+            assert_eq!(mode.name(), name);
+        }
     }
 }
 

@@ -9,6 +9,88 @@ pub fn upsample_bilinear(grid: &Tensor, size: i64) -> Tensor {
     grid.unsqueeze(1).to_kind(Kind::Float).upsample_bilinear2d([size, size], false, None, None).squeeze_dim(1)
 }
 
+/// The anomaly map of patch-level evidence `[B, g, g]`: up-sampled to `[B, size, size]`, then
+/// smoothed (§7.4). A deterministic function of the grid, which is why compact maps store the grid.
+///
+/// Both steps are linear and separable, so the map is `S · grid · Sᵀ` with the `[size, g]`
+/// operator `S = G · U` ([`map_operator`]): two small matrix products per image in fp64 instead of
+/// a 400² up-sampling and two 33-tap convolutions (the same numbers up to fp64 rounding; see the
+/// tests against [`upsample_bilinear`] + [`gaussian_filter`]).
+pub fn smooth_map(grid: &Tensor, size: i64, sigma: f64) -> Tensor {
+    let (_, g, g2) = grid.size3().expect("grids are [B, g, g]");
+    assert_eq!(g, g2, "grids are square");
+    let s = map_operator(g, size, sigma, grid.device());
+    s.matmul(&grid.to_kind(Kind::Double)).matmul(&s.tr()).to_kind(Kind::Float)
+}
+
+/// `U`, `[size, g]`: `F.interpolate(mode='bilinear', align_corners=False)` along one axis as a
+/// matrix. The weights are computed in fp32 as PyTorch's CPU and CUDA kernels compute them
+/// (source index `(i + ½)·g/size − ½`, clamped at 0).
+fn upsample_operator(g: i64, size: i64) -> Vec<f64> {
+    let scale = g as f32 / size as f32;
+    let mut u = vec![0f64; (size * g) as usize];
+    for i in 0..size {
+        let source = (scale * (i as f32 + 0.5) - 0.5).max(0.0);
+        let i0 = (source as i64).min(g - 1);
+        let i1 = (i0 + 1).min(g - 1);
+        let l1 = source - i0 as f32;
+        let l0 = 1.0 - l1;
+        u[(i * g + i0) as usize] += l0 as f64;
+        u[(i * g + i1) as usize] += l1 as f64;
+    }
+    u
+}
+
+/// `G`, `[n, n]`: scipy's 1-D `gaussian_filter(sigma, truncate=4, mode='reflect')` as a matrix,
+/// the half-sample-symmetric padding folded into the weights.
+fn gaussian_operator(n: i64, sigma: f64) -> Vec<f64> {
+    let kernel = gaussian_kernel(sigma);
+    let r = (kernel.len() / 2) as i64;
+    let mut g = vec![0f64; (n * n) as usize];
+    for i in 0..n {
+        for (k, w) in kernel.iter().enumerate() {
+            let mut j = i + k as i64 - r;
+            // Reflect until inside (once for r < n, the maps' case).
+            while j < 0 || j >= n {
+                j = if j < 0 { -j - 1 } else { 2 * n - j - 1 };
+            }
+            g[(i * n + j) as usize] += w;
+        }
+    }
+    g
+}
+
+/// `S = G · U`, `[size, g]` fp64 on `device`: the grid-to-map operator of [`smooth_map`].
+pub fn map_operator(g: i64, size: i64, sigma: f64, device: tch::Device) -> Tensor {
+    let u = Tensor::from_slice(&upsample_operator(g, size)).view([size, g]);
+    let gauss = Tensor::from_slice(&gaussian_operator(size, sigma)).view([size, size]);
+    gauss.matmul(&u).to_device(device)
+}
+
+/// Why a stored grid cannot be turned back into its map.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RebuildError {
+    #[error("a stored grid of {len} values is not {side}×{side}")]
+    GridShape { len: usize, side: i64 },
+    #[error("a {size}×{size} map is too small for a Gaussian of σ = {sigma} (radius {radius})")]
+    MapSize { size: i64, sigma: f64, radius: i64 },
+}
+
+/// The stored (u16) map of one image rebuilt on the CPU from its stored grid (`side²` values,
+/// row-major): what `--maps compact` leaves out, recomputed by the scoring code itself.
+pub fn rebuild_quantized(grid: &[f32], side: i64, size: i64, sigma: f64) -> Result<Vec<u16>, RebuildError> {
+    if side <= 0 || grid.len() as i64 != side * side {
+        return Err(RebuildError::GridShape { len: grid.len(), side });
+    }
+    let radius = (gaussian_kernel(sigma).len() / 2) as i64;
+    if !(sigma > 0.0) || size <= radius {
+        return Err(RebuildError::MapSize { size, sigma, radius });
+    }
+    let grid = Tensor::from_slice(grid).view([1, side, side]);
+    let map: Vec<f32> = Vec::try_from(smooth_map(&grid, size, sigma).flatten(0, -1)).expect("a CPU fp32 map");
+    Ok(map.into_iter().map(|v| crate::metrics::quantize::quantize(v as f64)).collect())
+}
+
 /// The 1-D kernel of `scipy.ndimage.gaussian_filter(sigma, truncate=4.0)`: radius
 /// `int(truncate·σ + 0.5)` (16 taps each side for σ = 4), weights `exp(−x²/2σ²)` summing to 1.
 pub fn gaussian_kernel(sigma: f64) -> Vec<f64> {
@@ -53,6 +135,19 @@ pub fn gaussian_filter(maps: &Tensor, sigma: f64) -> Tensor {
 mod tests {
     use super::*;
     use tch::Device;
+
+    #[test]
+    fn the_operator_is_upsampling_then_the_gaussian() {
+        // Random grids of the two backbones' sides, at the reference map size and at small ones.
+        for (g, size) in [(15, 400), (14, 224), (15, 40), (7, 33)] {
+            let grid = Tensor::rand([3, g, g], (Kind::Float, Device::Cpu));
+            let direct = gaussian_filter(&upsample_bilinear(&grid, size), 4.0);
+            let via_operator = smooth_map(&grid, size, 4.0);
+            assert_eq!(via_operator.size(), [3, size, size]);
+            let worst = (direct - via_operator).abs().max().double_value(&[]);
+            assert!(worst < 1e-6, "g {g}, size {size}: max |Δ| {worst}");
+        }
+    }
 
     #[test]
     fn kernel_is_scipys_33_taps() {

@@ -9,9 +9,10 @@ pub mod memory;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::clip::vision::ImageFeatures;
 use crate::clip::{Clip, ClipError};
 use fusion::{anomaly_probability, harmonic_fusion};
-use maps::{gaussian_filter, upsample_bilinear};
+use maps::{smooth_map, upsample_bilinear};
 use memory::VisualMemory;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +60,11 @@ impl Default for DetectConfig {
 pub struct Detection {
     /// Image anomaly score, `[B]`.
     pub image_score: Tensor,
-    /// Pixel anomaly map, `[B, map_size, map_size]`, scores in [0, 1].
+    /// Pixel anomaly map, `[B, map_size, map_size]`, scores in [0, 1]: [`smooth_map`] of `grid_map`.
     pub map: Tensor,
+    /// The patch-level evidence the map is made of, `[B, g, g]` (fused, visual or textual by
+    /// the guidance): what compact maps store.
+    pub grid_map: Tensor,
     /// The prompt-guided image probability, `[B]`.
     pub text_score: Tensor,
     /// The maximum of the up-sampled visual distance map, `[B]`.
@@ -81,11 +85,16 @@ pub struct Detector<'a> {
 impl<'a> Detector<'a> {
     /// Scores preprocessed images `[B, 3, S, S]`. Taps other than the memory's are an error.
     pub fn detect(&self, images: &Tensor) -> Result<Detection, DetectError> {
+        let features = self.features(images)?;
+        Ok(tch::no_grad(|| self.detect_features(&features.global, &features.patch_tokens, &features.taps)))
+    }
+
+    /// The backbone's part: the normalised V-V features of preprocessed images `[B, 3, S, S]` at
+    /// the configured taps.
+    pub fn features(&self, images: &Tensor) -> Result<ImageFeatures, DetectError> {
         self.memory.check_taps(&self.config.taps)?;
         tch::no_grad(|| {
-            let features =
-                self.clip.visual.forward_vv(&images.to_device(self.clip.device), &self.config.taps)?.normalized();
-            Ok(self.detect_features(&features.global, &features.patch_tokens, &features.taps))
+            Ok(self.clip.visual.forward_vv(&images.to_device(self.clip.device), &self.config.taps)?.normalized())
         })
     }
 
@@ -101,17 +110,16 @@ impl<'a> Detector<'a> {
         let visual_max = visual_map.amax([1, 2], false);
         let patch_probability =
             || to_grid(anomaly_probability(&patch_tokens.to_kind(Kind::Float), &self.pixel_prototypes, t));
-        let smooth =
-            |grid_map: &Tensor| gaussian_filter(&upsample_bilinear(grid_map, self.config.map_size), self.config.sigma);
-        let (image_score, map) = match self.config.guidance {
+        let (image_score, grid_map) = match self.config.guidance {
             // §7.3: image score from the visual map's max and the global text score; §7.4: the
             // pixel map fuses at grid resolution, then up-samples and smooths.
             Guidance::Fused => {
-                (harmonic_fusion(&visual_max, &text_score), smooth(&harmonic_fusion(&patch_probability(), &visual)))
+                (harmonic_fusion(&visual_max, &text_score), harmonic_fusion(&patch_probability(), &visual))
             }
-            Guidance::VisionOnly => (visual_max.shallow_clone(), smooth(&visual)),
-            Guidance::PromptOnly => (text_score.shallow_clone(), smooth(&patch_probability())),
+            Guidance::VisionOnly => (visual_max.shallow_clone(), visual),
+            Guidance::PromptOnly => (text_score.shallow_clone(), patch_probability()),
         };
-        Detection { image_score, map, text_score, visual_max }
+        let map = smooth_map(&grid_map, self.config.map_size, self.config.sigma);
+        Detection { image_score, map, grid_map, text_score, visual_max }
     }
 }

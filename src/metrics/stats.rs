@@ -35,6 +35,7 @@ use imageproc::region_labelling::{connected_components, Connectivity};
 
 use super::curve::{BinaryLevel, ProLevel};
 use super::error::{MetricError, UndefinedReason};
+use super::quantize::SCORE_LEVELS;
 
 /// Fractional bits of the region-weight fixed point: a weight of `2^80` is one whole region.
 pub const REGION_WEIGHT_SHIFT: u32 = 80;
@@ -86,6 +87,10 @@ pub fn label_regions<M: MaskValue>(
         (Ok(w), Ok(h)) => (w, h),
         _ => return Err(MetricError::Shape { what: "mask", len: mask.len(), width, height }),
     };
+    // A mask without a defect pixel (every good image) has no region to label.
+    if !mask.iter().any(|m| m.is_defect()) {
+        return Ok((vec![0; mask.len()], vec![mask.len() as u64]));
+    }
     let raw: Vec<u8> = mask.iter().map(|&m| if m.is_defect() { 255 } else { 0 }).collect();
     let image = GrayImage::from_raw(w, h, raw).expect("length checked above");
     let labelled = connected_components(&image, Connectivity::Eight, Luma([0u8]));
@@ -124,23 +129,26 @@ impl ImageStats {
         let (labels, sizes) = label_regions(mask, width, height)?;
         let n_regions = sizes.iter().skip(1).filter(|&&s| s > 0).count() as u64;
         let weights: Vec<u128> = sizes.iter().map(|&s| if s > 0 { pixel_weight(s) } else { 0 }).collect();
-        // (value, label) sorted by value: one pass then fills the sparse bins
-        let mut pixels: Vec<(u16, u32)> = map.iter().copied().zip(labels.iter().copied()).collect();
-        pixels.sort_unstable();
-        let mut stats = ImageStats { n_regions, ..ImageStats::default() };
-        for (q, label) in pixels {
-            if stats.bins.last() != Some(&q) {
-                stats.bins.push(q);
-                stats.bg_count.push(0);
-                stats.fg_count.push(0);
-                stats.region_weight.push(0);
-            }
-            let i = stats.bins.len() - 1;
+        // A dense histogram over every stored level (65,536), then its non-empty bins in order:
+        // linear in the pixels, where sorting them was not.
+        let mut bg = vec![0u64; SCORE_LEVELS];
+        let mut fg = vec![0u64; SCORE_LEVELS];
+        let mut weight = vec![0u128; if n_regions > 0 { SCORE_LEVELS } else { 0 }];
+        for (&q, &label) in map.iter().zip(&labels) {
             if label == 0 {
-                stats.bg_count[i] += 1;
+                bg[q as usize] += 1;
             } else {
-                stats.fg_count[i] += 1;
-                stats.region_weight[i] += weights[label as usize];
+                fg[q as usize] += 1;
+                weight[q as usize] += weights[label as usize];
+            }
+        }
+        let mut stats = ImageStats { n_regions, ..ImageStats::default() };
+        for q in 0..SCORE_LEVELS {
+            if bg[q] + fg[q] > 0 {
+                stats.bins.push(q as u16);
+                stats.bg_count.push(bg[q]);
+                stats.fg_count.push(fg[q]);
+                stats.region_weight.push(if fg[q] > 0 { weight[q] } else { 0 });
             }
         }
         Ok(stats)

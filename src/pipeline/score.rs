@@ -34,8 +34,8 @@ use crate::metrics::{auroc, pixel_aupro, pixel_auroc, Calibration, MetricError, 
 use crate::prompt::train::Head;
 use crate::run::{self, PlannedUnit, RunError, RunPlan, Table, UnitRecord};
 use crate::sink::{
-    maps_batch, maps_schema, scores_batch, scores_schema, stats_batch, stats_schema, AtomicParquetWriter, RowKeys,
-    ScoreRow, SinkError,
+    maps_batch, maps_schema, scores_batch, scores_schema, stats_batch, stats_schema, AtomicParquetWriter, MapRows,
+    MapsMode, RowKeys, ScoreRow, SinkError,
 };
 use crate::stop::{StopToken, Stopped};
 use crate::store::{Location, StoreError};
@@ -100,6 +100,8 @@ pub struct ScoreOptions {
     /// The thresholds behind each row's decision (`pred_label`, `anomalous_pixels`); `None`
     /// writes no decisions. It is part of the run's plan, so one run never mixes two.
     pub calibration: Option<Calibration>,
+    /// How the maps are stored (`schemas/pixel_maps.json`); part of the run's plan.
+    pub maps: MapsMode,
 }
 
 impl Default for ScoreOptions {
@@ -113,6 +115,7 @@ impl Default for ScoreOptions {
             shard: (0, 1),
             run_id: None,
             calibration: None,
+            maps: MapsMode::Compact,
         }
     }
 }
@@ -128,6 +131,11 @@ pub struct StageSeconds {
     pub decode: f64,
     /// The model: V-V forward, memory, prompts, maps (this thread).
     pub model: f64,
+    /// The part of `model` in the backbone's forward pass (synchronised on CUDA).
+    pub backbone: f64,
+    /// CPU time of the whole process (every thread) while the backbone ran forward: on the CPU
+    /// mostly the forward itself; the rest of the process's CPU time is host work.
+    pub backbone_cpu: f64,
     /// Quantising, statistics, Parquet encoding, uploads and commits (this thread).
     pub write: f64,
     /// This thread waiting for decoded images (the reader is the bottleneck when it is large).
@@ -240,6 +248,7 @@ pub fn score_category(
     let mut pixel_sum = StatsSum::new();
     let map_size = detect.map_size as u32;
     let sizes = Sizes { input: clip.visual.image_size() as u32, map: map_size };
+    let layout = MapLayout { size: map_size, sigma: detect.sigma, mode: options.maps };
     let version = artifact.manifest.version.clone();
     let calibration = options.calibration.as_ref();
     let mut reader = Reader::spawn(dataset.clone(), todo.clone(), options.batch_size.max(1), sizes, options.compat);
@@ -252,7 +261,7 @@ pub fn score_category(
             }
         };
         let started = Instant::now();
-        let mut writer = UnitWriter::create(out, &run_id, category, &unit.name, map_size).map_err(in_unit)?;
+        let mut writer = UnitWriter::create(out, &run_id, category, &unit.name, layout).map_err(in_unit)?;
         loop {
             stop.check()?;
             let waiting = Instant::now();
@@ -283,7 +292,7 @@ pub fn score_category(
             }
             if !good.is_empty() {
                 let modelling = Instant::now();
-                let scored = score_batch(&detector, &good, sizes.input).map_err(in_unit)?;
+                let scored = score_batch(&detector, &good, sizes.input, &mut summary.seconds).map_err(in_unit)?;
                 summary.seconds.model += modelling.elapsed().as_secs_f64();
                 summary.seconds.write -= modelling.elapsed().as_secs_f64();
                 let labelled = Labelled { scores: &mut summary.image_scores, pixel_sum: &mut pixel_sum };
@@ -327,7 +336,7 @@ fn plan_units(
     let units = dataset.test_units(category, options.rows_per_unit)?;
     let inputs = serde_json::json!({
         "dataset": dataset.location().url(), "map_size": detect.map_size, "guidance": detect.guidance,
-        "compat": options.compat, "rows_per_unit": options.rows_per_unit,
+        "compat": options.compat, "rows_per_unit": options.rows_per_unit, "maps": options.maps,
     });
     let run_id = options.run_id.clone().unwrap_or_else(|| run::derived_run_id(&inputs));
     run::check_run_id(&run_id)?;
@@ -337,6 +346,7 @@ fn plan_units(
         model_version: artifact.manifest.version.clone(),
         dataset: dataset.location().url().into(),
         map_size: detect.map_size,
+        maps: options.maps,
         units: units.iter().map(|u| PlannedUnit { name: u.name.clone(), images: u.images }).collect(),
         calibration: options.calibration.clone(),
     };
@@ -462,17 +472,28 @@ struct ScoredBatch {
     visual_max: Vec<f64>,
     /// `[B, map, map]`, fp32.
     maps: Tensor,
+    /// `[B, g, g]`, fp32: the evidence the maps are made of.
+    grids: Tensor,
 }
 
-/// Stage 3: the detector on a batch of decoded images.
+/// Stage 3: the detector on a batch of decoded images; the backbone's share of the time is added
+/// to `seconds`.
 fn score_batch(
     detector: &Detector,
     good: &[(ImageRecord, (Vec<f32>, Option<Vec<bool>>))],
     size: u32,
+    seconds: &mut StageSeconds,
 ) -> Result<ScoredBatch> {
     let flat: Vec<f32> = good.iter().flat_map(|(_, (input, _))| input.iter().copied()).collect();
     let batch = Tensor::from_slice(&flat).view([good.len() as i64, 3, size as i64, size as i64]);
-    let detection = detector.detect(&batch)?;
+    let (started, cpu) = (Instant::now(), crate::runtime::process_cpu_seconds());
+    let features = detector.features(&batch)?;
+    if let Device::Cuda(index) = detector.clip.device {
+        tch::Cuda::synchronize(index as i64);
+    }
+    seconds.backbone += started.elapsed().as_secs_f64();
+    seconds.backbone_cpu += crate::runtime::process_cpu_seconds() - cpu;
+    let detection = tch::no_grad(|| detector.detect_features(&features.global, &features.patch_tokens, &features.taps));
     let to_vec =
         |t: &Tensor| -> Result<Vec<f64>> { Ok(Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Double))?) };
     Ok(ScoredBatch {
@@ -480,14 +501,23 @@ fn score_batch(
         text_score: to_vec(&detection.text_score)?,
         visual_max: to_vec(&detection.visual_max)?,
         maps: detection.map.to_device(Device::Cpu).to_kind(Kind::Float),
+        grids: detection.grid_map.to_device(Device::Cpu).to_kind(Kind::Float),
     })
+}
+
+/// What the maps table of a run holds: maps of `size`², smoothed with `sigma`, stored as `mode`.
+#[derive(Debug, Clone, Copy)]
+struct MapLayout {
+    size: u32,
+    sigma: f64,
+    mode: MapsMode,
 }
 
 /// Stage 4: the three files of one unit, batch by batch, then its commit record.
 struct UnitWriter {
     unit: String,
     category: String,
-    map_size: u32,
+    layout: MapLayout,
     maps: AtomicParquetWriter,
     stats: AtomicParquetWriter,
     scores: AtomicParquetWriter,
@@ -499,13 +529,13 @@ struct UnitWriter {
 }
 
 impl UnitWriter {
-    fn create(out: &Location, run_id: &str, category: &str, unit: &str, map_size: u32) -> Result<Self> {
+    fn create(out: &Location, run_id: &str, category: &str, unit: &str, layout: MapLayout) -> Result<Self> {
         let files = run::unit_files(run_id, category, unit);
         Ok(Self {
             unit: unit.into(),
             category: category.into(),
-            map_size,
-            maps: AtomicParquetWriter::create(out, &files[&Table::Maps], maps_schema(map_size as i32))?,
+            layout,
+            maps: AtomicParquetWriter::create(out, &files[&Table::Maps], maps_schema(layout.size as i32))?,
             stats: AtomicParquetWriter::create(out, &files[&Table::MetricStats], stats_schema())?,
             scores: AtomicParquetWriter::create(out, &files[&Table::Scores], scores_schema())?,
             files,
@@ -541,8 +571,8 @@ impl UnitWriter {
         labelled: Labelled,
     ) -> Result<()> {
         let versions = Versions { model: version, calibration: calibration.map(|c| c.version.as_str()) };
-        let side = self.map_size as usize;
-        let (mut ids, mut categories, mut quantized) = (Vec::new(), Vec::new(), Vec::new());
+        let side = self.layout.size as usize;
+        let (mut ids, mut categories, mut quantized, mut grids) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut stat_ids, mut stat_categories, mut stats) = (Vec::new(), Vec::new(), Vec::new());
         for (i, (record, (_, gt))) in good.iter().enumerate() {
             let map: Vec<f32> = Vec::try_from(scored.maps.get(i as i64).flatten(0, -1))?;
@@ -572,10 +602,20 @@ impl UnitWriter {
             self.rows.push(score_row(run_id, record, Some(scores), versions, None));
             ids.push(record.image_id.clone());
             categories.push(record.category.clone());
+            grids.push(Vec::<f32>::try_from(scored.grids.get(i as i64).flatten(0, -1))?);
             quantized.push(q);
         }
-        let keys = RowKeys { run: run_id, image_ids: &ids, categories: &categories };
-        self.maps.write(&maps_batch(self.map_size as i32, &keys, &quantized)?)?;
+        if self.layout.mode != MapsMode::None {
+            let keys = RowKeys { run: run_id, image_ids: &ids, categories: &categories };
+            let rows = MapRows {
+                map_size: self.layout.size as i32,
+                sigma: self.layout.sigma,
+                grid_side: scored.grids.size()[1] as i32,
+                grids: &grids,
+                maps: (self.layout.mode == MapsMode::Full).then_some(quantized.as_slice()),
+            };
+            self.maps.write(&maps_batch(&keys, &rows)?)?;
+        }
         if !stats.is_empty() {
             let keys = RowKeys { run: run_id, image_ids: &stat_ids, categories: &stat_categories };
             self.stats.write(&stats_batch(&keys, &stats)?)?;

@@ -43,10 +43,9 @@ pub enum RunError {
         source: serde_json::Error,
     },
     #[error(
-        "run {run_id} of {category} in {out} was started with different work (model {}, data {}, {} units; now \
-         model {}, data {}, {} units); choose another run id (e.g. the date), or overwrite the run",
-        existing.model_version, existing.dataset, existing.units.len(),
-        requested.model_version, requested.dataset, requested.units.len()
+        "run {run_id} of {category} in {out} was started with different work ({}); choose another run id (e.g. \
+         the date), or overwrite the run",
+        existing.differences(requested).join("; ")
     )]
     PlanConflict { run_id: String, category: String, out: String, existing: Box<RunPlan>, requested: Box<RunPlan> },
 }

@@ -8,9 +8,7 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, FixedSizeListArray, Float64Array, Int64Array, Int8Array, RecordBatch, StringArray, UInt16Array,
-};
+use arrow::array::{ArrayRef, Float64Array, Int64Array, Int8Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -19,7 +17,10 @@ use parquet::file::properties::WriterProperties;
 use crate::metrics::stats::ImageStats;
 use crate::store::Location;
 
+mod maps;
 pub mod published;
+
+pub use maps::{maps_batch, maps_schema, MapRows, MapsMode, StoredMap};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -180,21 +181,6 @@ pub fn scores_batch(rows: &[ScoreRow]) -> Result<RecordBatch> {
     )
 }
 
-/// Maps are `u16` over [0, 1] (`metrics::quantize`), one fixed-size list of `size²` per image,
-/// row-major.
-pub fn maps_schema(size: i32) -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("run", DataType::Utf8, false),
-        Field::new("image_id", DataType::Utf8, false),
-        Field::new("category", DataType::Utf8, false),
-        Field::new(
-            "anomaly_map",
-            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::UInt16, false)), size * size),
-            false,
-        ),
-    ]))
-}
-
 /// The identity columns every output row starts with.
 pub struct RowKeys<'a> {
     pub run: &'a str,
@@ -210,20 +196,6 @@ impl RowKeys<'_> {
             Arc::new(StringArray::from_iter_values(self.categories)),
         ]
     }
-}
-
-pub fn maps_batch(size: i32, keys: &RowKeys, maps: &[Vec<u16>]) -> Result<RecordBatch> {
-    let values = UInt16Array::from_iter_values(maps.iter().flatten().copied());
-    let list = FixedSizeListArray::try_new(
-        Arc::new(Field::new("item", DataType::UInt16, false)),
-        size * size,
-        Arc::new(values),
-        None,
-    )
-    .map_err(|source| SinkError::Batch { table: "maps", source })?;
-    let mut columns = keys.columns().to_vec();
-    columns.push(Arc::new(list));
-    batch("maps", RecordBatch::try_new(maps_schema(size), columns))
 }
 
 pub fn stats_schema() -> SchemaRef {

@@ -131,6 +131,7 @@ fn primitive(name: &str) -> Result<DataType> {
         "utf8" => DataType::Utf8,
         "binary" => DataType::Binary,
         "int8" => DataType::Int8,
+        "int32" => DataType::Int32,
         "int64" => DataType::Int64,
         "uint16" => DataType::UInt16,
         "uint64" => DataType::UInt64,
@@ -208,8 +209,9 @@ mod tests {
             let table = PublishedTable::get(name).unwrap();
             let schema = table.arrow_schema(&parameters).unwrap();
             assert!(!schema.fields().is_empty(), "{name}");
-            // Version 2: the scores gained the decision columns, the run manifest its calibration.
-            let expected = if ["image_scores", "run_manifest"].contains(&name) { 2 } else { 1 };
+            // Version 2: the scores gained the decision columns, the run manifest its calibration,
+            // the maps their grid (compact maps).
+            let expected = if ["image_scores", "run_manifest", "pixel_maps"].contains(&name) { 2 } else { 1 };
             assert_eq!(table.schema_version, expected, "{name}");
         }
         let maps = PublishedTable::get("pixel_maps").unwrap().arrow_schema(&parameters).unwrap();

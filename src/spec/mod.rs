@@ -157,6 +157,10 @@ pub struct ScoreSpec {
     /// Record undecodable images and go on (the worker still exits with code 65).
     #[serde(default)]
     pub skip_bad: bool,
+    /// How the maps are stored: "compact" (the default: the grid each map is rebuilt from),
+    /// "full" or "none" (`promptad score --maps`).
+    #[serde(default)]
+    pub maps: crate::sink::MapsMode,
     /// The archives to score [default: one named `test`, the dataset itself].
     #[serde(default)]
     pub archives: Vec<ArchiveSpec>,

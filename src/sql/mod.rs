@@ -7,7 +7,7 @@
 //! | table          | columns                                                                   |
 //! |----------------|---------------------------------------------------------------------------|
 //! | `scores`       | run, image_id, category, split, defect_type, gt_label, image_path, pred_score, text_score, visual_max, max_pixel_score, pred_label, anomalous_pixels, calibration_version, model_version, error |
-//! | `maps`         | run, image_id, category, anomaly_map (FixedSizeList<UInt16>, the quantised map) |
+//! | `maps`         | run, image_id, category, map_size, sigma, grid_side, grid (List<Float32>), anomaly_map (FixedSizeList<UInt16>, the quantised map; NULL in compact runs: `rebuild_map(grid, grid_side, map_size, sigma)`) |
 //! | `metric_stats` | run, image_id, category, stats (per-image [`crate::metrics::ImageStats`]) |
 //!
 //! (`schemas/` documents each.) A table holds exactly the *committed* files
@@ -16,12 +16,15 @@
 //! [`RunSelection`] narrows the session to one run (what `promptad eval` does) or keeps all.
 //!
 //! The metric aggregates of [`crate::metrics`] are registered too: `image_auroc(score, label)`,
-//! `image_aupr(score, label)`, `pixel_auroc(stats)`, `pixel_aupro(stats [, fpr_limit])`.
+//! `image_aupr(score, label)`, `pixel_auroc(stats)`, `pixel_aupro(stats [, fpr_limit])`, and the
+//! scalar `rebuild_map(grid, grid_side, map_size, sigma)` that turns a compact row's grid back into
+//! its map.
 //!
 //! [`eval`] runs [`EVAL_PER_CATEGORY_SQL`] (one row per category), then [`EVAL_MEAN_SQL`] over
 //! its result (the mean row), and returns both as one batch with the schema of [`EvalRow`].
 
 mod output;
+mod rebuild_map;
 pub mod results;
 
 use std::sync::Arc;
@@ -36,6 +39,7 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use output::{write_batches, Format, OutputError};
+pub use rebuild_map::rebuild_map_udf;
 
 use crate::run::{committed_files, RunError, Table};
 use crate::store::{Location, StoreError};
@@ -86,6 +90,12 @@ pub enum SqlError {
     Column { table: &'static str, column: &'static str, expected: &'static str },
     #[error(transparent)]
     Metric(#[from] crate::metrics::MetricError),
+    #[error("the stored map of image {image_id} cannot be rebuilt: {source}")]
+    Rebuild {
+        image_id: String,
+        #[source]
+        source: crate::detect::maps::RebuildError,
+    },
 }
 
 type Result<T, E = SqlError> = std::result::Result<T, E>;
@@ -172,6 +182,7 @@ pub async fn session_with_config(out: &Location, runs: RunSelection, config: Ses
     let (files, run) = tokio::task::spawn_blocking(move || select_files(&out_for_listing, &runs_for_listing)).await??;
     let ctx = SessionContext::new_with_config(config.with_information_schema(true));
     crate::metrics::register_all(&ctx);
+    ctx.register_udf(rebuild_map_udf().as_ref().clone());
     let store_url = ObjectStoreUrl::parse(out.store_url()).map_err(datafusion_error("the output's store URL"))?;
     ctx.runtime_env().register_object_store(store_url.as_ref(), out.store());
     for table in Table::ALL {

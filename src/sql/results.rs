@@ -5,13 +5,15 @@
 //! maps of the other images are skipped rather than decoded.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Float64Type, Int64Type, Int8Type, UInt16Type};
+use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Int64Type, Int8Type, UInt16Type};
 use datafusion::prelude::{col, lit, SessionConfig, SessionContext};
 
 use super::{arrow_error, datafusion_error, Result, SqlError};
 use crate::metrics::{from_arrow, ImageStats, StatsSum};
+use crate::sink::StoredMap;
 
 /// A session configuration for reading a few rows of large tables: row filters are evaluated
 /// inside the Parquet scan, before the other columns are decoded.
@@ -149,8 +151,8 @@ pub async fn pixel_stats(ctx: &SessionContext, category: &str) -> Result<ImageSt
     Ok(sum.finish()?)
 }
 
-/// The stored (u16) maps of the images `ids` of `category`, by image id; an id without a map
-/// is absent from the result.
+/// The stored (u16) maps of the images `ids` of `category`, by image id (rebuilt from their grid
+/// where the run stored compact maps); an id without a map (`--maps none`) is absent.
 pub async fn maps_of(ctx: &SessionContext, category: &str, ids: &[String]) -> Result<HashMap<String, Vec<u16>>> {
     let what = "reading the maps table";
     if ids.is_empty() {
@@ -161,25 +163,60 @@ pub async fn maps_of(ctx: &SessionContext, category: &str, ids: &[String]) -> Re
         .table("maps")
         .await
         .and_then(|t| t.filter(col("category").eq(lit(category)).and(wanted)))
-        .and_then(|t| t.select_columns(&["image_id", "anomaly_map"]))
+        .and_then(|t| t.select_columns(&["image_id", "map_size", "sigma", "grid_side", "grid", "anomaly_map"]))
         .map_err(datafusion_error(what))?
         .collect()
         .await
         .map_err(datafusion_error(what))?;
     let mut maps = HashMap::new();
     for batch in &batches {
-        let ids = strings(batch, "maps", "image_id")?;
-        let column = batch.column_by_name("anomaly_map").ok_or_else(|| missing("maps", "anomaly_map", "list"))?;
-        let list = column.as_fixed_size_list_opt().ok_or_else(|| missing("maps", "anomaly_map", "fixed-size list"))?;
-        for (i, id) in ids.into_iter().enumerate() {
-            let values = list.value(i);
-            let values = values
-                .as_primitive_opt::<UInt16Type>()
-                .ok_or_else(|| missing("maps", "anomaly_map", "list of uint16"))?;
-            maps.insert(id.unwrap_or_default(), values.values().to_vec());
+        for (id, stored) in stored_maps(batch)? {
+            let map = stored.quantized().map_err(|source| SqlError::Rebuild { image_id: id.clone(), source })?;
+            maps.insert(id, map);
         }
     }
     Ok(maps)
+}
+
+/// The rows of a batch of the maps table (columns image_id, map_size, sigma, grid_side, grid,
+/// anomaly_map).
+fn stored_maps(batch: &RecordBatch) -> Result<Vec<(String, StoredMap)>> {
+    let ids = strings(batch, "maps", "image_id")?;
+    let sizes = typed::<Int64Type>(batch, "maps", "map_size", &DataType::Int64)?;
+    let sigmas = typed::<Float64Type>(batch, "maps", "sigma", &DataType::Float64)?;
+    let sides = typed::<Int64Type>(batch, "maps", "grid_side", &DataType::Int64)?;
+    let grids =
+        column(batch, "maps", "grid", &DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true))))?;
+    let grids = grids.as_list_opt::<i32>().ok_or_else(|| missing("maps", "grid", "list of float32"))?;
+    let column = batch.column_by_name("anomaly_map").ok_or_else(|| missing("maps", "anomaly_map", "list"))?;
+    let list = column.as_fixed_size_list_opt().ok_or_else(|| missing("maps", "anomaly_map", "fixed-size list"))?;
+    let mut rows = Vec::with_capacity(ids.len());
+    for (i, id) in ids.into_iter().enumerate() {
+        let map = match list.is_valid(i) {
+            true => Some(
+                list.value(i)
+                    .as_primitive_opt::<UInt16Type>()
+                    .ok_or_else(|| missing("maps", "anomaly_map", "list of uint16"))?
+                    .values()
+                    .to_vec(),
+            ),
+            false => None,
+        };
+        let grid = grids.value(i);
+        let grid = grid.as_primitive_opt::<Float32Type>().ok_or_else(|| missing("maps", "grid", "list of float32"))?;
+        let number = |v: Option<i64>, name| v.ok_or_else(|| missing("maps", name, "a non-null number"));
+        rows.push((
+            id.unwrap_or_default(),
+            StoredMap {
+                map_size: number(sizes[i], "map_size")?,
+                sigma: sigmas[i].ok_or_else(|| missing("maps", "sigma", "a non-null number"))?,
+                grid_side: number(sides[i], "grid_side")?,
+                grid: grid.values().to_vec(),
+                map,
+            },
+        ));
+    }
+    Ok(rows)
 }
 
 fn missing(table: &'static str, column: &'static str, expected: &'static str) -> SqlError {

@@ -1,0 +1,319 @@
+//! `promptad bench`: scoring throughput on generated or given data, where the time of an image
+//! goes, and what each way of storing maps costs, every mode measured in the same process on the
+//! same data (the first mode after a warm-up pass, so none pays for one-time start-up).
+//!
+//! Host work is the process's CPU time outside the backbone's forward passes: decoding,
+//! resizing, the memory search, maps, Gaussian, quantisation, statistics, Parquet and uploads.
+//! On the CPU the forward's own threads count as backbone time, so "host core-ms per image" is
+//! what the rest of the pipeline costs in cores.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::score::{score_category, ScoreError, ScoreOptions, StageSeconds};
+use super::train::{train_category, TrainError, TrainJob};
+use crate::artifact::{Artifact, ArtifactError, Backbone};
+use crate::clip::Clip;
+use crate::data::dataset::Dataset;
+use crate::data::synth::{self, generate, SynthConfig, SynthError};
+use crate::data::DataError;
+use crate::prompt::learner::PromptConfig;
+use crate::prompt::train::TrainConfig;
+use crate::runtime::{peak_rss_mib, process_cpu_seconds, reset_peak_rss};
+use crate::sink::MapsMode;
+use crate::stop::StopToken;
+use crate::store::{Location, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Synth(#[from] SynthError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Score(#[from] ScoreError),
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("category {category:?} is not in {data}; its categories: {}", available.join(", "))]
+    UnknownCategory { category: String, data: String, available: Vec<String> },
+    #[error("nothing to measure: {0}")]
+    Empty(&'static str),
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Data, model and outputs go here.
+    pub work_dir: PathBuf,
+    /// A dataset URL to score; `None` generates one.
+    pub data: Option<String>,
+    /// The category to score [default: the generated one, or the dataset's first].
+    pub category: Option<String>,
+    /// Test images to generate (without `data`).
+    pub images: usize,
+    /// Side of the generated images.
+    pub image_size: u32,
+    pub batch_size: usize,
+    /// The ways of storing maps to measure, in order.
+    pub modes: Vec<MapsMode>,
+    pub seed: u64,
+}
+
+/// The generated category: a texture, so every image has the same content statistics.
+pub const GENERATED_CATEGORY: &str = "weave";
+
+/// One measured scoring pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    pub maps: MapsMode,
+    pub images: usize,
+    pub images_per_s: f64,
+    pub seconds: StageSeconds,
+    /// CPU time of the whole process during the pass.
+    pub cpu_s: f64,
+    /// `cpu_s` per image, in ms.
+    pub core_ms_per_image: f64,
+    /// CPU time outside the backbone's forward passes, per image, in ms.
+    pub host_core_ms_per_image: f64,
+    /// Wall time of the backbone's forward passes, per image, in ms.
+    pub backbone_ms_per_image: f64,
+    /// Peak resident set size during the pass (NaN where it cannot be reset and read).
+    pub peak_rss_mib: f64,
+    /// Bytes of the maps table per image.
+    pub map_bytes_per_image: f64,
+}
+
+/// What `promptad bench` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub data: String,
+    pub category: String,
+    pub generated: bool,
+    pub image_size: Option<u32>,
+    pub backbone: Backbone,
+    pub device: String,
+    pub threads: i32,
+    pub batch_size: usize,
+    pub rows: Vec<BenchRow>,
+}
+
+/// Measures scoring of `options` with `clip`; `artifact` is the model to score with (`None`
+/// trains one, 1 step on 1 shot: the cost of scoring does not depend on what was learned).
+pub fn run_bench(
+    options: &BenchOptions,
+    clip: &Clip,
+    backbone: &Backbone,
+    artifact: Option<Artifact>,
+    stop: &StopToken,
+    mut progress: impl FnMut(&str),
+) -> Result<BenchReport, BenchError> {
+    if options.modes.is_empty() {
+        return Err(BenchError::Empty("no --maps mode given"));
+    }
+    let work = &options.work_dir;
+    std::fs::create_dir_all(work).map_err(|source| BenchError::Io { what: "creating", path: work.clone(), source })?;
+    let (data, generated) = match &options.data {
+        Some(url) => (url.clone(), false),
+        None => {
+            progress("generating the data");
+            (generated_data(options, &work.join("data"))?.display().to_string(), true)
+        }
+    };
+    let dataset = Dataset::open(&data)?;
+    let available = dataset.categories()?;
+    let category = match &options.category {
+        Some(c) => c.clone(),
+        None if generated => GENERATED_CATEGORY.into(),
+        None => available.first().cloned().ok_or(BenchError::Empty("the dataset has no category"))?,
+    };
+    if !available.contains(&category) {
+        return Err(BenchError::UnknownCategory { category, data, available });
+    }
+    let artifact = match artifact {
+        Some(a) => a,
+        None => {
+            progress("training a 1-step model to score with");
+            let model = Location::parse(&work.join("model").display().to_string())?;
+            let job = TrainJob {
+                dataset: data.clone(),
+                category: category.clone(),
+                category_name: None,
+                anomaly_suffixes: None,
+                k: 1,
+                seed: options.seed,
+                shots: None,
+                image_prompts: PromptConfig::image_level(),
+                pixel_prompts: PromptConfig::pixel_level(),
+                train: TrainConfig { steps: 1, ..TrainConfig::default() },
+                detect: Default::default(),
+            };
+            train_category(&job, clip, backbone.clone(), &model, true, stop, |_, _, _| {})?;
+            Artifact::read(&model)?
+        }
+    };
+    let detect = artifact.manifest.detect.clone();
+    let pass = |mode: MapsMode, out: &Path, shard: (usize, usize), rows_per_unit: usize| {
+        let _ = std::fs::remove_dir_all(out);
+        let options = ScoreOptions {
+            batch_size: options.batch_size,
+            overwrite: true,
+            rows_per_unit,
+            shard,
+            run_id: Some("bench".into()),
+            maps: mode,
+            ..ScoreOptions::default()
+        };
+        let out = Location::parse(&out.display().to_string())?;
+        Ok::<_, BenchError>(score_category(
+            &artifact,
+            clip,
+            detect.clone(),
+            &dataset,
+            &category,
+            &out,
+            &options,
+            stop,
+            |_| {},
+        )?)
+    };
+    // Warm-up: the first batch, so that no measured pass pays for one-time start-up.
+    let units = dataset.test_units(&category, options.batch_size)?.len().max(1);
+    progress("warming up");
+    pass(options.modes[0], &work.join("warm-up"), (0, units), options.batch_size)?;
+    let mut rows = Vec::new();
+    for &mode in &options.modes {
+        progress(&format!("scoring with --maps {}", mode.name()));
+        let out = work.join(format!("out-{}", mode.name()));
+        let rss_resets = reset_peak_rss();
+        let (started, cpu) = (Instant::now(), process_cpu_seconds());
+        let summary = pass(mode, &out, (0, 1), ScoreOptions::default().rows_per_unit)?;
+        let (wall, cpu_s) = (started.elapsed().as_secs_f64(), process_cpu_seconds() - cpu);
+        let images = summary.images.max(1) as f64;
+        let map_bytes = folder_bytes(&out.join("maps"));
+        rows.push(BenchRow {
+            maps: mode,
+            images: summary.images,
+            images_per_s: summary.images as f64 / wall,
+            seconds: summary.seconds,
+            cpu_s,
+            core_ms_per_image: 1000.0 * cpu_s / images,
+            host_core_ms_per_image: 1000.0 * (cpu_s - summary.seconds.backbone_cpu) / images,
+            backbone_ms_per_image: 1000.0 * summary.seconds.backbone / images,
+            peak_rss_mib: if rss_resets { peak_rss_mib() } else { f64::NAN },
+            map_bytes_per_image: map_bytes as f64 / images,
+        });
+    }
+    Ok(BenchReport {
+        data,
+        category,
+        generated,
+        image_size: generated.then_some(options.image_size),
+        backbone: backbone.clone(),
+        device: format!("{:?}", clip.device),
+        threads: tch::get_num_threads(),
+        batch_size: options.batch_size,
+        rows,
+    })
+}
+
+/// Generates `options.images` test images (a quarter of them defective) and one training image
+/// of [`GENERATED_CATEGORY`] into `dir`, or reuses what an earlier bench generated there with
+/// the same settings.
+fn generated_data(options: &BenchOptions, dir: &Path) -> Result<PathBuf, BenchError> {
+    let types =
+        synth::categories().into_iter().find(|c| c.name == GENERATED_CATEGORY).map_or(1, |c| c.defect_types.len());
+    let per_type = options.images / 4 / types;
+    let config = SynthConfig {
+        seed: options.seed,
+        categories: vec![GENERATED_CATEGORY.into()],
+        image_size: options.image_size,
+        train_good: 1,
+        test_good: options.images.saturating_sub(per_type * types),
+        test_defective_per_type: per_type,
+        overwrite: true,
+    };
+    let stamp = dir.join("bench-config.json");
+    let wanted = format!("{config:?}");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(dir.to_path_buf());
+    }
+    generate(&config, dir, || {})?;
+    std::fs::write(&stamp, wanted).map_err(|source| BenchError::Io { what: "writing", path: stamp, source })?;
+    Ok(dir.to_path_buf())
+}
+
+/// Bytes of the files under `dir`.
+fn folder_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => folder_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+/// The report as an aligned table.
+pub fn table(report: &BenchReport) -> String {
+    let source = if report.generated {
+        format!(
+            "{} generated images of {}² ({})",
+            report.rows[0].images,
+            report.image_size.unwrap_or(0),
+            report.category
+        )
+    } else {
+        format!("{} category {}", report.data, report.category)
+    };
+    let mut out = format!(
+        "bench: {source}; backbone {} ({}); {}, {} threads, batch {}\n\n",
+        report.backbone.config_name,
+        match report.backbone.weights {
+            crate::artifact::Weights::RandomInit { .. } => "random weights",
+            crate::artifact::Weights::Checkpoint { .. } => "checkpoint",
+        },
+        report.device,
+        report.threads,
+        report.batch_size
+    );
+    out.push_str(&format!(
+        "{:<8} {:>7} {:>9} {:>7} {:>7} {:>8} {:>8} {:>10} {:>8} {:>7} {:>12} {:>12} {:>9} {:>12}\n",
+        "maps",
+        "images",
+        "images/s",
+        "wall s",
+        "read s",
+        "decode s",
+        "model s",
+        "backbone s",
+        "write s",
+        "wait s",
+        "core-ms/img",
+        "host core-ms",
+        "peak MiB",
+        "maps B/img"
+    ));
+    for r in &report.rows {
+        let s = &r.seconds;
+        out.push_str(&format!(
+            "{:<8} {:>7} {:>9.2} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>10.2} {:>8.2} {:>7.2} {:>12.1} {:>12.1} {:>9.0} {:>12.0}\n",
+            r.maps.name(), r.images, r.images_per_s, s.wall, s.read, s.decode, s.model, s.backbone, s.write, s.wait,
+            r.core_ms_per_image, r.host_core_ms_per_image, r.peak_rss_mib, r.map_bytes_per_image
+        ));
+    }
+    out
+}
