@@ -61,6 +61,9 @@ fn every_subcommand_documents_its_flags() {
                 "--skip-bad",
                 "--overwrite",
                 "--no-calibration",
+                "--maps",
+                "compact",
+                "rebuild_map",
                 "--batch-size",
                 "--run",
                 "--index",
@@ -79,7 +82,8 @@ fn every_subcommand_documents_its_flags() {
         ("eval", &["--format", "--run", "s3://"]),
         ("calibrate", &["--model", "--run", "--category", "--image-quantile", "--pixel-quantile", "--overwrite", "F1"]),
         ("report", &["--out", "--run", "--per-group", "index.html", "calibrat"]),
-        ("sql", &["--format", "--run", "s3://"]),
+        ("sql", &["--format", "--run", "s3://", "rebuild_map", "grid"]),
+        ("bench", &["--data", "--model", "--images", "--image-size", "--maps", "--work", "--format", "host core-ms"]),
         ("plan", &["--check", "--format"]),
         ("run", &["--local", "--parallel", "--backoff-limit-per-index", "--run"]),
     ] {
@@ -106,9 +110,48 @@ fn every_subcommand_documents_its_flags() {
         "run",
         "calibrate",
         "report",
+        "bench",
     ] {
         assert!(top.contains(command), "{top}");
     }
+}
+
+#[test]
+fn bench_measures_every_maps_mode_on_the_same_data() {
+    let work = tempfile::tempdir().unwrap();
+    let args = ["bench", "--images", "8", "--image-size", "64", "--batch-size", "4", "--maps", "full,compact,none"];
+    let mut args: Vec<&str> = args.to_vec();
+    let dir = work.path().to_str().unwrap();
+    args.extend(["--work", dir, "--device", "cpu", "--format", "json"]);
+    let run = promptad(&args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let modes: Vec<&str> = rows.iter().map(|r| r["maps"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["full", "compact", "none"]);
+    // What each mode wrote, from the files themselves.
+    let map_bytes = |mode: &str| -> u64 {
+        common::files_under(&work.path().join(format!("out-{mode}/maps")), ".parquet")
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .sum()
+    };
+    for row in rows {
+        let mode = row["maps"].as_str().unwrap();
+        assert_eq!(row["images"], 8, "{mode}");
+        let reported = row["map_bytes_per_image"].as_f64().unwrap() * 8.0;
+        assert!((reported - map_bytes(mode) as f64).abs() < 1e-6, "{mode}: {reported} vs {}", map_bytes(mode));
+        let seconds = &row["seconds"];
+        assert!(seconds["backbone"].as_f64().unwrap() <= seconds["model"].as_f64().unwrap(), "{mode}");
+        assert!(row["core_ms_per_image"].as_f64().unwrap() > 0.0, "{mode}");
+    }
+    // A full map holds 400 × 400 u16; the compact row only its grid.
+    assert!(map_bytes("full") > 8 * 20_000, "{}", map_bytes("full"));
+    assert!(map_bytes("compact") < map_bytes("full") / 8);
+    // Generated data is reused by a second bench with the same settings.
+    let stamp = std::fs::metadata(work.path().join("data/bench-config.json")).unwrap().modified().unwrap();
+    assert!(promptad(&args).status.success());
+    assert_eq!(std::fs::metadata(work.path().join("data/bench-config.json")).unwrap().modified().unwrap(), stamp);
 }
 
 /// Every argument clap knows of, in every subcommand, is in that subcommand's `--help` with a

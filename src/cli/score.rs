@@ -187,11 +187,11 @@ fn report(category: &str, summary: &ScoreSummary) -> Result<(), ScoreError> {
     let t = summary.seconds;
     let peak = crate::runtime::peak_rss_mib();
     tracing::info!(run = %summary.run_id, category, images = summary.images, wall_s = t.wall, read_s = t.read, decode_s = t.decode,
-        model_s = t.model, write_s = t.write, wait_s = t.wait, images_per_s = summary.images as f64 / t.wall, peak_rss_mib = peak, "scoring finished");
+        model_s = t.model, backbone_s = t.backbone, write_s = t.write, wait_s = t.wait, images_per_s = summary.images as f64 / t.wall, peak_rss_mib = peak, "scoring finished");
     if summary.units_scored > 0 {
         println!(
-            "{:.2} images/s; seconds: wall {:.1}, read {:.1} + decode {:.1} (reader thread), model {:.1}, write {:.1}, waiting for images {:.1}; peak RSS {peak:.0} MiB",
-            summary.images as f64 / t.wall, t.wall, t.read, t.decode, t.model, t.write, t.wait
+            "{:.2} images/s; seconds: wall {:.1}, read {:.1} + decode {:.1} (reader thread), model {:.1} (backbone forward {:.1}), write {:.1}, waiting for images {:.1}; peak RSS {peak:.0} MiB",
+            summary.images as f64 / t.wall, t.wall, t.read, t.decode, t.model, t.backbone, t.write, t.wait
         );
         match summary.metrics() {
             Ok(m) => println!(

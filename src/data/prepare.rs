@@ -48,6 +48,9 @@ pub enum Preprocess {
 /// An RGB image at the model input size (`size × size`), by `preprocess`.
 pub fn prepare_rgb(image: &RgbImage, size: u32, preprocess: Preprocess) -> RgbImage {
     match preprocess {
+        // cv2.resize to the size an image already has is a copy (OpenCV returns early; our taps
+        // are then (2048, 0), the identity): skip it.
+        Preprocess::Official if image.dimensions() == (DATASET_SIZE, DATASET_SIZE) => resize_bicubic(image, size, size),
         Preprocess::Official => resize_bicubic(&resize_bilinear_cv2(image, DATASET_SIZE, DATASET_SIZE), size, size),
         Preprocess::Direct => resize_bicubic(image, size, size),
     }
@@ -262,6 +265,19 @@ pub fn mask(bytes: &[u8], source: &str, size: u32) -> Result<Vec<bool>, DataErro
 mod tests {
     use super::*;
     use crate::clip::preprocess::{OPENAI_MEAN, OPENAI_STD};
+
+    #[test]
+    fn the_dataset_size_step_is_the_identity_at_the_dataset_size() {
+        let mut state = 12345u64;
+        let pixels: Vec<u8> = (0..DATASET_SIZE * DATASET_SIZE * 3)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (state >> 56) as u8
+            })
+            .collect();
+        let image = RgbImage::from_raw(DATASET_SIZE, DATASET_SIZE, pixels).unwrap();
+        assert!(resize_bilinear_cv2(&image, DATASET_SIZE, DATASET_SIZE) == image);
+    }
 
     #[test]
     fn bilinear_matches_opencv_by_hand() {

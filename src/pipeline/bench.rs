@@ -2,17 +2,19 @@
 //! goes, and what each way of storing maps costs, every mode measured in the same process on the
 //! same data (the first mode after a warm-up pass, so none pays for one-time start-up).
 //!
-//! Host work is the process's CPU time outside the backbone's forward passes: decoding,
-//! resizing, the memory search, maps, Gaussian, quantisation, statistics, Parquet and uploads.
-//! On the CPU the forward's own threads count as backbone time, so "host core-ms per image" is
-//! what the rest of the pipeline costs in cores.
+//! Host work is everything but the backbone's forward pass: decoding, resizing, the memory
+//! search, maps, quantisation, statistics, Parquet and uploads. Reading and decoding overlap the
+//! forward on other threads, so the process's CPU time cannot be split by the clock; instead the
+//! forward alone is measured in isolation on the same batches (same model, same batch size, no
+//! reader running), and host core-ms per image = the pass's core-ms per image − the isolated
+//! forward's.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
 
-use super::score::{score_category, ScoreError, ScoreOptions, StageSeconds};
+use super::score::{detector, score_category, ScoreError, ScoreOptions, StageSeconds};
 use super::train::{train_category, TrainError, TrainJob};
 use crate::artifact::{Artifact, ArtifactError, Backbone};
 use crate::clip::Clip;
@@ -86,7 +88,7 @@ pub struct BenchRow {
     pub cpu_s: f64,
     /// `cpu_s` per image, in ms.
     pub core_ms_per_image: f64,
-    /// CPU time outside the backbone's forward passes, per image, in ms.
+    /// `core_ms_per_image` less the isolated forward's ([`BenchReport::backbone_core_ms_per_image`]).
     pub host_core_ms_per_image: f64,
     /// Wall time of the backbone's forward passes, per image, in ms.
     pub backbone_ms_per_image: f64,
@@ -107,6 +109,10 @@ pub struct BenchReport {
     pub device: String,
     pub threads: i32,
     pub batch_size: usize,
+    /// The backbone's forward alone on batches of `batch_size`: CPU time per image, in ms.
+    pub backbone_core_ms_per_image: f64,
+    /// The same forward's wall time per image, in ms (synchronised on CUDA).
+    pub backbone_alone_ms_per_image: f64,
     pub rows: Vec<BenchRow>,
 }
 
@@ -165,6 +171,8 @@ pub fn run_bench(
         }
     };
     let detect = artifact.manifest.detect.clone();
+    progress("timing the backbone alone");
+    let (backbone_alone_ms, backbone_core_ms) = time_backbone(&artifact, clip, &detect, options.batch_size)?;
     let pass = |mode: MapsMode, out: &Path, shard: (usize, usize), rows_per_unit: usize| {
         let _ = std::fs::remove_dir_all(out);
         let options = ScoreOptions {
@@ -210,7 +218,7 @@ pub fn run_bench(
             seconds: summary.seconds,
             cpu_s,
             core_ms_per_image: 1000.0 * cpu_s / images,
-            host_core_ms_per_image: 1000.0 * (cpu_s - summary.seconds.backbone_cpu) / images,
+            host_core_ms_per_image: 1000.0 * cpu_s / images - backbone_core_ms,
             backbone_ms_per_image: 1000.0 * summary.seconds.backbone / images,
             peak_rss_mib: if rss_resets { peak_rss_mib() } else { f64::NAN },
             map_bytes_per_image: map_bytes as f64 / images,
@@ -225,8 +233,39 @@ pub fn run_bench(
         device: format!("{:?}", clip.device),
         threads: tch::get_num_threads(),
         batch_size: options.batch_size,
+        backbone_core_ms_per_image: backbone_core_ms,
+        backbone_alone_ms_per_image: backbone_alone_ms,
         rows,
     })
+}
+
+/// The backbone's forward alone over a few batches of `batch` preprocessed (random) images,
+/// after one warm-up batch: `(wall ms, process CPU ms)` per image.
+fn time_backbone(
+    artifact: &Artifact,
+    clip: &Clip,
+    detect: &crate::detect::DetectConfig,
+    batch: usize,
+) -> Result<(f64, f64), BenchError> {
+    let detector = detector(artifact, clip, detect.clone());
+    let size = clip.visual.image_size();
+    let images = tch::Tensor::randn([batch as i64, 3, size, size], (tch::Kind::Float, clip.device));
+    let forward = || -> Result<(), BenchError> {
+        let features = detector.features(&images).map_err(ScoreError::Model)?;
+        if let tch::Device::Cuda(index) = clip.device {
+            tch::Cuda::synchronize(index as i64);
+        }
+        drop(features);
+        Ok(())
+    };
+    forward()?;
+    const BATCHES: usize = 4;
+    let (started, cpu) = (Instant::now(), process_cpu_seconds());
+    for _ in 0..BATCHES {
+        forward()?;
+    }
+    let n = (BATCHES * batch) as f64;
+    Ok((1000.0 * started.elapsed().as_secs_f64() / n, 1000.0 * (process_cpu_seconds() - cpu) / n))
 }
 
 /// Generates `options.images` test images (a quarter of them defective) and one training image
@@ -280,7 +319,7 @@ pub fn table(report: &BenchReport) -> String {
         format!("{} category {}", report.data, report.category)
     };
     let mut out = format!(
-        "bench: {source}; backbone {} ({}); {}, {} threads, batch {}\n\n",
+        "bench: {source}; backbone {} ({}); {}, {} threads, batch {}\n",
         report.backbone.config_name,
         match report.backbone.weights {
             crate::artifact::Weights::RandomInit { .. } => "random weights",
@@ -290,6 +329,10 @@ pub fn table(report: &BenchReport) -> String {
         report.threads,
         report.batch_size
     );
+    out.push_str(&format!(
+        "backbone forward alone: {:.1} ms and {:.1} core-ms per image\n\n",
+        report.backbone_alone_ms_per_image, report.backbone_core_ms_per_image
+    ));
     out.push_str(&format!(
         "{:<8} {:>7} {:>9} {:>7} {:>7} {:>8} {:>8} {:>10} {:>8} {:>7} {:>12} {:>12} {:>9} {:>12}\n",
         "maps",

@@ -133,9 +133,6 @@ pub struct StageSeconds {
     pub model: f64,
     /// The part of `model` in the backbone's forward pass (synchronised on CUDA).
     pub backbone: f64,
-    /// CPU time of the whole process (every thread) while the backbone ran forward: on the CPU
-    /// mostly the forward itself; the rest of the process's CPU time is host work.
-    pub backbone_cpu: f64,
     /// Quantising, statistics, Parquet encoding, uploads and commits (this thread).
     pub write: f64,
     /// This thread waiting for decoded images (the reader is the bottleneck when it is large).
@@ -486,13 +483,12 @@ fn score_batch(
 ) -> Result<ScoredBatch> {
     let flat: Vec<f32> = good.iter().flat_map(|(_, (input, _))| input.iter().copied()).collect();
     let batch = Tensor::from_slice(&flat).view([good.len() as i64, 3, size as i64, size as i64]);
-    let (started, cpu) = (Instant::now(), crate::runtime::process_cpu_seconds());
+    let started = Instant::now();
     let features = detector.features(&batch)?;
     if let Device::Cuda(index) = detector.clip.device {
         tch::Cuda::synchronize(index as i64);
     }
     seconds.backbone += started.elapsed().as_secs_f64();
-    seconds.backbone_cpu += crate::runtime::process_cpu_seconds() - cpu;
     let detection = tch::no_grad(|| detector.detect_features(&features.global, &features.patch_tokens, &features.taps));
     let to_vec =
         |t: &Tensor| -> Result<Vec<f64>> { Ok(Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Double))?) };
