@@ -425,6 +425,16 @@ run_id = "eval"
         assert_eq!(spec.scoring_models(), [ModelRef { k: 1, seed: 111 }, ModelRef { k: 2, seed: 111 }]);
         assert_eq!(spec.archives()[0].url, "s3://bucket/mvtec");
         assert!(spec.category_prompts("bottle").is_none(), "MVTec categories use PromptAD's own prompts");
+        assert_eq!(spec.run.score.maps, crate::sink::MapsMode::Compact);
+    }
+
+    #[test]
+    fn maps_are_named_as_on_the_command_line() {
+        let spec = parse(&MINIMAL.replace(r#"run_id = "eval""#, "run_id = \"eval\"\nmaps = \"full\"")).unwrap();
+        assert_eq!(spec.run.score.maps, crate::sink::MapsMode::Full);
+        let err = parse(&MINIMAL.replace(r#"run_id = "eval""#, "run_id = \"eval\"\nmaps = \"small\"")).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("small") && err.contains("compact"), "{err}");
     }
 
     #[test]
