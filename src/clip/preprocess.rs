@@ -28,7 +28,8 @@ pub fn decode_rgb(bytes: &[u8], source_name: &str) -> Result<RgbImage, ClipError
         source_name: source_name.to_string(),
         message: format!("cannot decode ({e}); is it a PNG, JPEG, BMP or TIFF image?"),
     })?;
-    Ok(image.to_rgb8())
+    // `into_rgb8` keeps an RGB8 image's buffer (most PNG and JPEG files) instead of copying it.
+    Ok(image.into_rgb8())
 }
 
 pub fn read_rgb(path: &std::path::Path) -> Result<RgbImage, ClipError> {
@@ -107,21 +108,32 @@ const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
 /// Pillow's `ImagingResampleHorizontal_8bpc` on interleaved u8 (`cn` channels).
 fn horizontal_pass(src: &[u8], in_w: usize, rows: usize, cn: usize, out_w: usize) -> Vec<u8> {
+    match cn {
+        1 => horizontal_pass_of::<1>(src, in_w, rows, out_w),
+        3 => horizontal_pass_of::<3>(src, in_w, rows, out_w),
+        2 => horizontal_pass_of::<2>(src, in_w, rows, out_w),
+        4 => horizontal_pass_of::<4>(src, in_w, rows, out_w),
+        _ => unreachable!("checked by pillow_resize_bicubic"),
+    }
+}
+
+/// [`horizontal_pass`] for `CN` channels known at compile time: the accumulators live in
+/// registers (the pass is the costliest step of preprocessing a large image).
+fn horizontal_pass_of<const CN: usize>(src: &[u8], in_w: usize, rows: usize, out_w: usize) -> Vec<u8> {
     let t = taps(in_w, out_w);
-    let mut out = vec![0u8; out_w * rows * cn];
-    let mut acc = vec![0i32; cn];
-    for (line, out_line) in src.chunks_exact(in_w * cn).zip(out.chunks_exact_mut(out_w * cn)).take(rows) {
-        for (xx, o) in out_line.chunks_exact_mut(cn).enumerate() {
-            acc.fill(HALF);
+    let mut out = vec![0u8; out_w * rows * CN];
+    for (line, out_line) in src.chunks_exact(in_w * CN).zip(out.chunks_exact_mut(out_w * CN)).take(rows) {
+        for (xx, o) in out_line.chunks_exact_mut(CN).enumerate() {
+            let mut acc = [HALF; CN];
             let weights = &t.weights[xx * t.ksize..][..t.len[xx]];
-            let pixels = &line[t.first[xx] * cn..][..t.len[xx] * cn];
-            for (&w, p) in weights.iter().zip(pixels.chunks_exact(cn)) {
-                for (a, &v) in acc.iter_mut().zip(p) {
-                    *a += v as i32 * w;
+            let pixels = &line[t.first[xx] * CN..][..t.len[xx] * CN];
+            for (&w, p) in weights.iter().zip(pixels.chunks_exact(CN)) {
+                for c in 0..CN {
+                    acc[c] += p[c] as i32 * w;
                 }
             }
-            for (o, &a) in o.iter_mut().zip(&acc) {
-                *o = clip8(a);
+            for c in 0..CN {
+                o[c] = clip8(acc[c]);
             }
         }
     }
@@ -164,6 +176,8 @@ pub fn pillow_resize_bicubic(
     dst_h: usize,
 ) -> Vec<u8> {
     assert_eq!(src.len(), src_w * src_h * channels, "source buffer is width·height·channels bytes");
+    // Pillow's 8-bit resampling handles 1 to 4 bands; so does this port.
+    assert!((1..=4).contains(&channels), "{channels} channels: Pillow resamples 1 to 4 bands of 8 bits");
     let (need_h, need_v) = (dst_w != src_w, dst_h != src_h);
     let shrink_y = src_h as i64 - dst_h as i64;
     let horizontal_first = !(shrink_y > 0 && shrink_y > (src_w as i64 - dst_w as i64) * 2);
