@@ -161,7 +161,9 @@ impl Backbone {
     /// points at the same file in another place (a different mount, a local copy).
     pub fn load(&self, weights_override: Option<&Path>, device: Device, precision: Precision) -> Result<Clip> {
         match &self.weights {
-            Weights::RandomInit { seed } => Ok(Clip::random(self.config.clone(), *seed, device)),
+            Weights::RandomInit { seed } => {
+                Ok(Clip::random(self.config.clone(), *seed, device).at_precision(precision))
+            }
             Weights::Checkpoint { path, sha256 } => {
                 let path = weights_override.unwrap_or(path);
                 let actual = sha256_file(path)?;

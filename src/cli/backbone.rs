@@ -47,7 +47,10 @@ impl BackboneArgs {
             (Some(weights), _) => {
                 Ok(checkpoint_backbone(&self.model_config, weights, device, self.runtime.precision, checksum)?)
             }
-            (None, Some(seed)) => Ok(random_backbone(seed, device)?),
+            (None, Some(seed)) => {
+                let (clip, backbone) = random_backbone(seed, device)?;
+                Ok((clip.at_precision(self.runtime.precision), backbone))
+            }
             (None, None) => {
                 bail!("no backbone: pass --weights FILE (an OpenCLIP safetensors checkpoint) or --random-init SEED")
             }

@@ -115,16 +115,25 @@ impl Clip {
         let logit_scale = root.var("logit_scale", &[], nn::Init::Const(0.0));
         let checkpoint = checkpoint::load_safetensors(&vs, weights)?;
         vs.freeze();
-        if precision != Precision::Fp32 {
+        let clip = Self { config, visual, text, logit_scale, device, precision: Precision::Fp32, checkpoint, _vs: vs };
+        Ok(clip.at_precision(precision))
+    }
+
+    /// The model with its weights in `precision` (open_clip `convert_weights_to_lp`: LayerNorms,
+    /// embeddings and `logit_scale` stay fp32). The towers hold shallow clones of the variables,
+    /// so converting the variables converts them.
+    pub fn at_precision(mut self, precision: Precision) -> Self {
+        if precision != self.precision {
             tch::no_grad(|| {
-                for (name, mut var) in vs.variables() {
+                for (name, mut var) in self._vs.variables() {
                     if !stays_fp32(&name) {
                         var.set_data(&var.to_kind(precision.kind()));
                     }
                 }
             });
+            self.precision = precision;
         }
-        Ok(Self { config, visual, text, logit_scale, device, precision, checkpoint, _vs: vs })
+        self
     }
 
     /// A randomly initialised model, deterministic in `seed`: the backbone of `promptad demo` where
@@ -206,6 +215,25 @@ mod tests {
             "visual.transformer.resblocks.0.mlp.c_fc.bias",
         ] {
             assert!(!stays_fp32(cast), "{cast}");
+        }
+    }
+
+    #[test]
+    fn a_random_model_takes_the_precision_asked_for() {
+        let config = ModelConfig::resolve("demo-vit-240").unwrap();
+        let images = Tensor::randn([2, 3, 240, 240], (Kind::Float, Device::Cpu));
+        let reference = Clip::random(config.clone(), 3, Device::Cpu).visual.encode_image(&images).unwrap();
+        for precision in [Precision::Bf16, Precision::Fp16] {
+            let clip = Clip::random(config.clone(), 3, Device::Cpu).at_precision(precision);
+            assert_eq!(clip.precision, precision);
+            let kinds: std::collections::HashMap<String, Kind> =
+                clip._vs.variables().into_iter().map(|(n, v)| (n, v.kind())).collect();
+            assert_eq!(kinds["visual.conv1.weight"], precision.kind());
+            assert_eq!(kinds["visual.ln_pre.weight"], Kind::Float);
+            let got = clip.visual.encode_image(&images).unwrap().to_kind(Kind::Float);
+            let gap = (&got - &reference).abs().max().double_value(&[]);
+            // Lower precision, same model: close to fp32, but not equal to it.
+            assert!(gap > 0.0 && gap < 0.1, "{precision:?}: max |Δ| {gap}");
         }
     }
 }
