@@ -196,6 +196,7 @@ fn classify(error: &(dyn Error + 'static)) -> Option<u8> {
         crate::pipeline::score::ScoreError => score,
         crate::pipeline::train::TrainError => train,
         crate::pipeline::demo::DemoError => demo,
+        crate::pipeline::bench::BenchError => bench,
         crate::pipeline::calibrate::CalibrateError => calibrate,
         crate::report::ReportError => report,
         crate::prompt::PromptError => prompt,
@@ -348,6 +349,21 @@ fn demo(e: &crate::pipeline::demo::DemoError) -> Option<u8> {
         E::Calibrate(e) => calibrate(e),
         E::Report(e) => report(e),
         E::Metric { .. } => None,
+    }
+}
+
+fn bench(e: &crate::pipeline::bench::BenchError) -> Option<u8> {
+    use crate::pipeline::bench::BenchError as E;
+    match e {
+        E::Synth(e) => synth(e),
+        E::Data(e) => data(e),
+        E::Store(e) => store(e),
+        E::Artifact(e) => artifact(e),
+        E::Train(e) => train(e),
+        E::Score(e) => score(e),
+        E::Empty(_) => Some(BAD_CONFIG),
+        E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Some(MISSING_INPUT),
+        E::Io { .. } => None,
     }
 }
 

@@ -240,6 +240,11 @@ fn missing_input_exits_66_in_both_modes() {
     assert_code(&run(root, &args, &[]), exit::MISSING_INPUT, "flag mode: no such category");
     let spec = spec(root, "nodata.toml", "nothing-here", &[]);
     assert_code(&run(root, &["train", "--spec", &spec, "--index", "0"], &[]), exit::MISSING_INPUT, "worker: no data");
+    // promptad bench on given data: a category it does not hold is named with the ones it does.
+    let bench = ["bench", "--data", "data", "--category", "bottle", "--work", "bench", "--device", "cpu"];
+    let out = run(root, &bench, &[]);
+    assert_code(&out, exit::MISSING_INPUT, "bench: no such category");
+    assert!(text(&out).contains("\"bottle\"") && text(&out).contains("weave"), "{}", text(&out));
 }
 
 #[test]

@@ -72,7 +72,8 @@ impl Dataset {
         })
     }
 
-    fn unknown_category(&self, category: &str) -> DataError {
+    /// The error for a category the dataset does not hold, listing the ones it does.
+    pub fn unknown_category(&self, category: &str) -> DataError {
         let available = self.categories().map(|c| c.join(", ")).unwrap_or_default();
         DataError::UnknownCategory { root: self.location().url().to_string(), category: category.into(), available }
     }

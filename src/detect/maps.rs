@@ -15,7 +15,7 @@ pub fn upsample_bilinear(grid: &Tensor, size: i64) -> Tensor {
 /// Both steps are linear and separable, so the map is `S · grid · Sᵀ` with the `[size, g]`
 /// operator `S = G · U` ([`map_operator`]): two small matrix products per image in fp64 instead of
 /// a 400² up-sampling and two 33-tap convolutions (the same numbers up to fp64 rounding; see the
-/// tests against [`upsample_bilinear`] + [`gaussian_filter`]).
+/// tests against [`upsample_bilinear`] + the direct `gaussian_filter`, kept as their reference).
 pub fn smooth_map(grid: &Tensor, size: i64, sigma: f64) -> Tensor {
     let (_, g, g2) = grid.size3().expect("grids are [B, g, g]");
     assert_eq!(g, g2, "grids are square");
@@ -102,6 +102,7 @@ pub fn gaussian_kernel(sigma: f64) -> Vec<f64> {
 
 /// Pads the last dimension by `r` with scipy's `mode='reflect'` (half-sample symmetric:
 /// `d c b a | a b c d | d c b a`, the edge sample repeated), which torch's `reflect` is not.
+#[cfg(test)]
 fn pad_symmetric_last(x: &Tensor, r: i64) -> Tensor {
     let n = *x.size().last().expect("at least 1-D");
     let left = x.narrow(-1, 0, r).flip([-1]);
@@ -111,8 +112,10 @@ fn pad_symmetric_last(x: &Tensor, r: i64) -> Tensor {
 
 /// `scipy.ndimage.gaussian_filter(map, sigma)` of each `[H, W]` map in `[B, H, W]`: separable, in
 /// fp64 like scipy's accumulation, then back to fp32. The maps must be wider than the kernel
-/// radius (16 for σ = 4).
-pub fn gaussian_filter(maps: &Tensor, sigma: f64) -> Tensor {
+/// radius (16 for σ = 4). The reference [`smooth_map`] is tested against (the scoring path
+/// computes the same map as one operator).
+#[cfg(test)]
+fn gaussian_filter(maps: &Tensor, sigma: f64) -> Tensor {
     let kernel = gaussian_kernel(sigma);
     let r = (kernel.len() / 2) as i64;
     let (_, h, w) = maps.size3().expect("maps are [B, H, W]");

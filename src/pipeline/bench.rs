@@ -49,8 +49,6 @@ pub enum BenchError {
         #[source]
         source: std::io::Error,
     },
-    #[error("category {category:?} is not in {data}; its categories: {}", available.join(", "))]
-    UnknownCategory { category: String, data: String, available: Vec<String> },
     #[error("nothing to measure: {0}")]
     Empty(&'static str),
 }
@@ -146,7 +144,7 @@ pub fn run_bench(
         None => available.first().cloned().ok_or(BenchError::Empty("the dataset has no category"))?,
     };
     if !available.contains(&category) {
-        return Err(BenchError::UnknownCategory { category, data, available });
+        return Err(dataset.unknown_category(&category).into());
     }
     let artifact = match artifact {
         Some(a) => a,

@@ -598,8 +598,13 @@ impl UnitWriter {
             self.rows.push(score_row(run_id, record, Some(scores), versions, None));
             ids.push(record.image_id.clone());
             categories.push(record.category.clone());
-            grids.push(Vec::<f32>::try_from(scored.grids.get(i as i64).flatten(0, -1))?);
-            quantized.push(q);
+            // Only what the maps table will hold is kept for the batch.
+            if self.layout.mode != MapsMode::None {
+                grids.push(Vec::<f32>::try_from(scored.grids.get(i as i64).flatten(0, -1))?);
+            }
+            if self.layout.mode == MapsMode::Full {
+                quantized.push(q);
+            }
         }
         if self.layout.mode != MapsMode::None {
             let keys = RowKeys { run: run_id, image_ids: &ids, categories: &categories };
