@@ -76,10 +76,23 @@ pub struct DualBlockOutput {
     /// Original-path residual stream after attention, before the MLP: where PromptAD's memory
     /// features are tapped (the effect of the in-place aliasing described in reference §2.1).
     pub mid: Tensor,
-    /// Original-path block output, the input of the next block.
+    /// Original-path block output, the input of the next block: `[B, L, C]`, or `[B, 1, C]` (the
+    /// CLS row) when asked for [`DualOutput::ClsOnly`].
     pub out: Tensor,
     /// V-V attention output `proj(softmax(v vᵀ·s) v)`, to be added to the V-V residual stream.
     pub vv_update: Tensor,
+}
+
+/// The rows of the original path's output a dual block computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DualOutput {
+    /// Every token: the input of a next block.
+    AllTokens,
+    /// Only the CLS row: after the last block nothing but the CLS token of the original path is
+    /// read (the patch tokens come from the V-V path), so its MLP runs on one row instead of
+    /// `grid² + 1` (a ninth of the demo backbone's MLP work; the MLP is row-wise, so only the
+    /// GEMM's fp32 rounding can differ).
+    ClsOnly,
 }
 
 impl ResidualAttentionBlock {
@@ -131,11 +144,17 @@ impl ResidualAttentionBlock {
 
     /// The block as PromptAD's surgery rewrites it: both attentions read q/k/v of the
     /// *original* path's `ln_1(x)`, share `out_proj`, and the V-V path skips the MLP.
-    pub fn forward_dual(&self, xs: &Tensor) -> DualBlockOutput {
+    pub fn forward_dual(&self, xs: &Tensor, rows: DualOutput) -> DualBlockOutput {
         let (q, k, v) = self.qkv(xs);
         let mid = xs + self.attend(&q, &k, &v, None);
         let vv_update = self.attend(&v, &v, &v, None);
-        let out = &mid + self.mlp(&mid);
+        let out = match rows {
+            DualOutput::AllTokens => &mid + self.mlp(&mid),
+            DualOutput::ClsOnly => {
+                let cls = mid.narrow(1, 0, 1);
+                &cls + self.mlp(&cls)
+            }
+        };
         DualBlockOutput { mid, out, vv_update }
     }
 }

@@ -8,7 +8,7 @@
 use tch::{nn, Kind, Tensor};
 
 use super::config::ModelConfig;
-use super::transformer::{Activation, LayerNorm, ResidualAttentionBlock};
+use super::transformer::{Activation, DualOutput, LayerNorm, ResidualAttentionBlock};
 use super::ClipError;
 
 #[derive(Debug)]
@@ -124,8 +124,10 @@ impl VisionTransformer {
         let mut x_ori = x_in.shallow_clone();
         let mut x_vv = x_in;
         let mut taps: Vec<Option<Tensor>> = tap_blocks.iter().map(|_| None).collect();
+        let last = self.resblocks.len().saturating_sub(1);
         for (index, block) in self.resblocks.iter().enumerate() {
-            let step = block.forward_dual(&x_ori);
+            let rows = if index == last { DualOutput::ClsOnly } else { DualOutput::AllTokens };
+            let step = block.forward_dual(&x_ori, rows);
             for (slot, _) in tap_blocks.iter().enumerate().filter(|(_, &b)| b == index) {
                 taps[slot] = Some(step.mid.narrow(1, 1, step.mid.size()[1] - 1));
             }
