@@ -64,6 +64,7 @@ fn source(distinct: usize) -> PathBuf {
             test_good: distinct / 2,
             test_defective_per_type: distinct / 8,
             overwrite: true,
+            ..SynthConfig::default()
         };
         generate(&config, &dir, || {}).unwrap();
     }

@@ -155,6 +155,7 @@ fn main() {
         test_good: per_type,
         test_defective_per_type: per_type,
         overwrite: false,
+        ..SynthConfig::default()
     };
     generate(&synth, &data, || {}).unwrap();
     let (w, d) = (weights.to_str().unwrap(), data.to_str().unwrap());

@@ -54,6 +54,7 @@ fn compact_maps_rebuild_the_full_maps_exactly() {
         test_good: 3,
         test_defective_per_type: 1,
         overwrite: false,
+        ..SynthConfig::default()
     };
     generate(&config, &data, || {}).unwrap();
     let (clip, backbone) = random_backbone(5, Device::Cpu).unwrap();

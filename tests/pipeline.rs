@@ -30,6 +30,7 @@ fn synth(root: &Path, categories: &[&str]) {
         test_good: 6,
         test_defective_per_type: 3,
         overwrite: false,
+        ..SynthConfig::default()
     };
     generate(&config, root, || {}).unwrap();
 }

@@ -277,6 +277,7 @@ fn init_prompts_from_an_artifact_is_recorded_by_checksum() {
         test_good: 1,
         test_defective_per_type: 1,
         overwrite: false,
+        ..SynthConfig::default()
     };
     generate(&synth, &data, || {}).unwrap();
     let (clip, backbone) = random_backbone(7, Device::Cpu).unwrap();

@@ -61,6 +61,7 @@ fn fixture() -> &'static Fixture {
             test_good: 8,
             test_defective_per_type: 4,
             overwrite: false,
+            ..SynthConfig::default()
         };
         generate(&config, &data, || {}).unwrap();
         let (clip, backbone) = random_backbone(3, Device::Cpu).unwrap();

@@ -64,6 +64,7 @@ fn written_files_match_the_published_schemas() {
         test_good: 2,
         test_defective_per_type: 1,
         overwrite: false,
+        ..SynthConfig::default()
     };
     generate(&config, &data, || {}).unwrap();
     let options = PackOptions { rows_per_shard: 3, categories: None, plain_category: None, overwrite: false };

@@ -32,6 +32,7 @@ fn data() -> &'static Path {
             test_good: 4,
             test_defective_per_type: 2,
             overwrite: false,
+            ..SynthConfig::default()
         };
         generate(&config, dir.path(), || {}).unwrap();
         dir

@@ -9,6 +9,7 @@ use clap::Args;
 use super::backbone::BackboneArgs;
 use super::values::ReportFormat;
 use crate::artifact::Artifact;
+use crate::data::synth::ImageEncoding;
 use crate::pipeline::bench::{run_bench, table, BenchOptions};
 use crate::sink::MapsMode;
 use crate::store::Location;
@@ -16,7 +17,7 @@ use crate::store::Location;
 /// Measure scoring: images/s, where the time goes, host CPU per image, peak memory and the bytes
 /// of maps per image, for each --maps mode on the same data in the same process.
 ///
-/// Without --data it generates --images test images of --image-size² (PNG, a quarter of them
+/// Without --data it generates --images test images of --image-size² (--encoding, a quarter of them
 /// defective) of one textured category and scores them; with --data it scores that dataset's
 /// --category. Without --model it trains a 1-step model first (the cost of scoring does not
 /// depend on what was learned), with the backbone of --weights, or a randomly initialised
@@ -42,9 +43,12 @@ pub struct BenchArgs {
     /// Test images to generate.
     #[arg(long, default_value_t = 160)]
     pub images: usize,
-    /// Side of the generated images (PNG).
+    /// Side of the generated images.
     #[arg(long, default_value_t = 1024)]
     pub image_size: u32,
+    /// Encoding of the generated images: png or jpeg (quality 90).
+    #[arg(long, value_enum, default_value_t = ImageEncoding::Png)]
+    pub encoding: ImageEncoding,
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
@@ -95,6 +99,7 @@ pub fn run(mut args: BenchArgs, stop: &crate::stop::StopToken) -> Result<ExitCod
         category: args.category.clone(),
         images: args.images,
         image_size: args.image_size,
+        encoding: args.encoding,
         batch_size: args.batch_size.max(1),
         modes: args.maps.clone(),
         seed: args.seed,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::data::synth::{self, SynthConfig};
+use crate::data::synth::{self, ImageEncoding, SynthConfig};
 
 /// Generate a defect dataset with pixel masks in the MVTec AD layout.
 ///
@@ -48,6 +48,9 @@ pub struct SynthArgs {
     /// Defective test images per defect type and category (test/<defect_type>).
     #[arg(long = "test-defective", default_value_t = 3, value_name = "N")]
     pub test_defective: usize,
+    /// png (lossless, MVTec AD's format) or jpeg (quality 90, VisA's; masks stay PNG).
+    #[arg(long, value_enum, default_value_t = ImageEncoding::Png)]
+    pub encoding: ImageEncoding,
     /// Write into a non-empty OUT_DIR: synth.json and the directories of the generated categories
     /// are removed first; other entries are left alone.
     #[arg(long)]
@@ -70,6 +73,7 @@ impl SynthArgs {
             train_good: self.train_good,
             test_good: self.test_good,
             test_defective_per_type: self.test_defective,
+            encoding: self.encoding,
             overwrite: self.overwrite,
         }
     }

@@ -19,7 +19,7 @@ use super::train::{train_category, TrainError, TrainJob};
 use crate::artifact::{Artifact, ArtifactError, Backbone};
 use crate::clip::Clip;
 use crate::data::dataset::Dataset;
-use crate::data::synth::{self, generate, SynthConfig, SynthError};
+use crate::data::synth::{self, generate, ImageEncoding, SynthConfig, SynthError};
 use crate::data::DataError;
 use crate::prompt::learner::PromptConfig;
 use crate::prompt::train::TrainConfig;
@@ -66,6 +66,8 @@ pub struct BenchOptions {
     pub images: usize,
     /// Side of the generated images.
     pub image_size: u32,
+    /// How the generated images are encoded.
+    pub encoding: ImageEncoding,
     pub batch_size: usize,
     /// The ways of storing maps to measure, in order.
     pub modes: Vec<MapsMode>,
@@ -280,6 +282,7 @@ fn generated_data(options: &BenchOptions, dir: &Path) -> Result<PathBuf, BenchEr
         train_good: 1,
         test_good: options.images.saturating_sub(per_type * types),
         test_defective_per_type: per_type,
+        encoding: options.encoding,
         overwrite: true,
     };
     let stamp = dir.join("bench-config.json");

@@ -131,10 +131,35 @@ pub struct SynthConfig {
     pub test_good: usize,
     /// Defective images per defect type and category in `test/<defect_type>`.
     pub test_defective_per_type: usize,
+    /// How the images are encoded (masks are always PNG).
+    #[serde(default)]
+    pub encoding: ImageEncoding,
     /// Write into a non-empty root: remove `synth.json` and the directories of the generated
     /// categories first (other entries are left alone). Without it a non-empty root is refused.
     #[serde(skip)]
     pub overwrite: bool,
+}
+
+/// The file format of generated images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageEncoding {
+    /// Lossless, `.png` (MVTec AD's format).
+    #[default]
+    Png,
+    /// Baseline JPEG at quality 90, `.jpg` (VisA's format, and most inspection cameras'): the
+    /// pixels are the JPEG's, so the defect edges blur slightly against the PNG masks.
+    Jpeg,
+}
+
+impl ImageEncoding {
+    /// The file extension of an image in this encoding.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ImageEncoding::Png => "png",
+            ImageEncoding::Jpeg => "jpg",
+        }
+    }
 }
 
 impl Default for SynthConfig {
@@ -146,6 +171,7 @@ impl Default for SynthConfig {
             train_good: 8,
             test_good: 6,
             test_defective_per_type: 3,
+            encoding: ImageEncoding::Png,
             overwrite: false,
         }
     }

@@ -1,5 +1,5 @@
 //! Writing a dataset to disk: [`generate`] renders every image as an independent job (in
-//! parallel), writes each PNG under a temporary name and renames it into place, and writes
+//! parallel), writes each image under a temporary name and renames it into place, and writes
 //! `synth.json` last.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +8,8 @@ use rayon::prelude::*;
 
 use super::catalog::{Category, DefectKind};
 use super::{
-    image_seed, render_image, validate, CategorySummary, DefectSummary, SynthConfig, SynthError, SynthSummary,
+    image_seed, render_image, validate, CategorySummary, DefectSummary, ImageEncoding, SynthConfig, SynthError,
+    SynthSummary,
     SUMMARY_FILE, SUMMARY_FORMAT,
 };
 
@@ -40,7 +41,7 @@ pub fn generate(config: &SynthConfig, root: &Path, mut on_image: impl FnMut()) -
                     cat,
                     defect,
                     seed: image_seed(config.seed, cat.name(), sub, index),
-                    image: images.join(format!("{index:03}.png")),
+                    image: images.join(format!("{index:03}.{}", config.encoding.extension())),
                     mask: masks.as_ref().map(|m| m.join(format!("{index:03}_mask.png"))),
                 });
             }
@@ -53,13 +54,13 @@ pub fn generate(config: &SynthConfig, root: &Path, mut on_image: impl FnMut()) -
         }
     }
 
-    let size = config.image_size;
+    let (size, encoding) = (config.image_size, config.encoding);
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let areas: Vec<Option<f64>> = std::thread::scope(|scope| {
         let worker = scope.spawn(move || {
             jobs.par_iter()
                 .map_with(tx, |tx, job| {
-                    let area = run_job(job, size)?;
+                    let area = run_job(job, size, encoding)?;
                     let _ = tx.send(());
                     Ok(area)
                 })
@@ -129,17 +130,17 @@ struct Job {
 }
 
 /// Renders and writes one job; returns the mask area fraction of a defective image.
-fn run_job(job: &Job, size: u32) -> Result<Option<f64>, SynthError> {
+fn run_job(job: &Job, size: u32, encoding: ImageEncoding) -> Result<Option<f64>, SynthError> {
     let (clean, defect) = render_image(job.cat, job.defect, job.seed, size)?;
     match (defect, &job.mask) {
         (Some((defective, mask)), Some(mask_path)) => {
-            write_png(&job.image, &defective)?;
+            write_image(&job.image, &defective, encoding)?;
             write_png(mask_path, &mask)?;
             let area = mask.pixels().filter(|p| p.0[0] != 0).count() as f64 / (size as f64 * size as f64);
             Ok(Some(area))
         }
         _ => {
-            write_png(&job.image, &clean)?;
+            write_image(&job.image, &clean, encoding)?;
             Ok(None)
         }
     }
@@ -188,11 +189,24 @@ where
     P: image::PixelWithColorType<Subpixel = u8>,
     C: std::ops::Deref<Target = [u8]>,
 {
+    write_image(path, image, ImageEncoding::Png)
+}
+
+fn write_image<P, C>(path: &Path, image: &image::ImageBuffer<P, C>, encoding: ImageEncoding) -> Result<(), SynthError>
+where
+    P: image::PixelWithColorType<Subpixel = u8>,
+    C: std::ops::Deref<Target = [u8]>,
+{
     use image::ImageEncoder;
     let mut bytes = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut bytes)
-        .write_image(image.as_raw(), image.width(), image.height(), P::COLOR_TYPE)
-        .map_err(|source| SynthError::Encode { path: path.to_path_buf(), source })?;
+    let (raw, w, h) = (image.as_raw(), image.width(), image.height());
+    match encoding {
+        ImageEncoding::Png => image::codecs::png::PngEncoder::new(&mut bytes).write_image(raw, w, h, P::COLOR_TYPE),
+        ImageEncoding::Jpeg => {
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90).write_image(raw, w, h, P::COLOR_TYPE)
+        }
+    }
+    .map_err(|source| SynthError::Encode { path: path.to_path_buf(), source })?;
     write_atomic(path, &bytes)
 }
 
