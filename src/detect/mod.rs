@@ -5,6 +5,7 @@
 pub mod fusion;
 pub mod maps;
 pub mod memory;
+pub mod stored;
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};

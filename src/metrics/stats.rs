@@ -154,6 +154,15 @@ impl ImageStats {
         Ok(stats)
     }
 
+    /// The statistics of an image without defect pixels, from the histogram of its stored map
+    /// (`bins` ascending, `counts` the pixels holding each): every pixel is background, so this
+    /// is [`ImageStats::from_map`] with an empty mask (scoring builds it from a histogram made on
+    /// the model's device, `detect::stored::histograms`).
+    pub fn background_only(bins: Vec<u16>, counts: Vec<u64>) -> Result<ImageStats, MetricError> {
+        let n = bins.len();
+        ImageStats::from_parts(bins, counts, vec![0; n], vec![0; n], 0)
+    }
+
     /// Builds a value from its parts, checking the invariants (the Arrow reader uses this).
     pub fn from_parts(
         bins: Vec<u16>,

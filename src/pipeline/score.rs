@@ -27,8 +27,8 @@ use crate::data::prepare::{mask, model_input, Compat, Role};
 use crate::data::shard::ImageRecord;
 use crate::data::DataError;
 use crate::detect::memory::VisualMemory;
+use crate::detect::stored::{count_at_least, histograms, host_values, quantize_maps, SparseHistogram};
 use crate::detect::{DetectConfig, DetectError, Detector};
-use crate::metrics::quantize::quantize;
 use crate::metrics::stats::{ImageStats, StatsSum};
 use crate::metrics::{auroc, pixel_aupro, pixel_auroc, Calibration, MetricError, DEFAULT_FPR_LIMIT};
 use crate::prompt::train::Head;
@@ -248,6 +248,7 @@ pub fn score_category(
     let layout = MapLayout { size: map_size, sigma: detect.sigma, mode: options.maps };
     let version = artifact.manifest.version.clone();
     let calibration = options.calibration.as_ref();
+    let needs = Needs { maps: options.maps, pixel_threshold: calibration.and_then(|c| c.pixel.as_ref()).map(|p| p.threshold_q) };
     let mut reader = Reader::spawn(dataset.clone(), todo.clone(), options.batch_size.max(1), sizes, options.compat);
 
     for unit in &todo {
@@ -289,7 +290,7 @@ pub fn score_category(
             }
             if !good.is_empty() {
                 let modelling = Instant::now();
-                let scored = score_batch(&detector, &good, sizes.input, &mut summary.seconds).map_err(in_unit)?;
+                let scored = score_batch(&detector, &good, sizes.input, needs, &mut summary.seconds).map_err(in_unit)?;
                 summary.seconds.model += modelling.elapsed().as_secs_f64();
                 summary.seconds.write -= modelling.elapsed().as_secs_f64();
                 let labelled = Labelled { scores: &mut summary.image_scores, pixel_sum: &mut pixel_sum };
@@ -462,23 +463,68 @@ impl Reader {
     }
 }
 
+/// What of an image's stored map the host needs ([`crate::detect::stored`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MapNeed {
+    /// Nothing: an unlabelled image of a compact or none run.
+    Nothing,
+    /// Its histogram, which is its whole statistics: a labelled image without defect pixels.
+    Histogram,
+    /// Every stored value: a full run, or an image with defect pixels (AUPRO's regions are
+    /// connected components of the mask, per pixel).
+    Values,
+}
+
+impl MapNeed {
+    fn of(mode: MapsMode, record: &ImageRecord, gt: Option<&[bool]>) -> MapNeed {
+        let labelled = record.gt_label.is_some() && gt.is_some();
+        if mode == MapsMode::Full || (labelled && gt.is_some_and(|m| m.iter().any(|&d| d))) {
+            MapNeed::Values
+        } else if labelled {
+            MapNeed::Histogram
+        } else {
+            MapNeed::Nothing
+        }
+    }
+}
+
+/// What of an image's stored map came back from the device, by its [`MapNeed`].
+enum StoredPart {
+    Nothing,
+    Histogram(SparseHistogram),
+    Values(Vec<u16>),
+}
+
 /// The model's outputs for a batch, on the host.
 struct ScoredBatch {
     image_score: Vec<f64>,
     text_score: Vec<f64>,
     visual_max: Vec<f64>,
-    /// `[B, map, map]`, fp32.
-    maps: Tensor,
-    /// `[B, g, g]`, fp32: the evidence the maps are made of.
-    grids: Tensor,
+    /// The maximum of each fp32 map.
+    max_pixel: Vec<f64>,
+    /// Per image, its pixels at or above the calibration's pixel threshold.
+    anomalous_pixels: Option<Vec<i64>>,
+    stored: Vec<StoredPart>,
+    /// `[g, g]` per image, fp32: the evidence the maps are made of (empty for `--maps none`).
+    grids: Vec<Vec<f32>>,
+    grid_side: i32,
 }
 
-/// Stage 3: the detector on a batch of decoded images; the backbone's share of the time is added
-/// to `seconds`.
+/// What the model stage brings back to the host for a batch.
+#[derive(Debug, Clone, Copy)]
+struct Needs {
+    maps: MapsMode,
+    pixel_threshold: Option<u16>,
+}
+
+/// Stage 3: the detector on a batch of decoded images, and the stored maps' parts each image
+/// needs ([`MapNeed`]), computed on the device; the backbone's share of the time is added to
+/// `seconds`.
 fn score_batch(
     detector: &Detector,
     good: &[(ImageRecord, (Vec<f32>, Option<Vec<bool>>))],
     size: u32,
+    needs: Needs,
     seconds: &mut StageSeconds,
 ) -> Result<ScoredBatch> {
     let flat: Vec<f32> = good.iter().flat_map(|(_, (input, _))| input.iter().copied()).collect();
@@ -489,15 +535,51 @@ fn score_batch(
         tch::Cuda::synchronize(index as i64);
     }
     seconds.backbone += started.elapsed().as_secs_f64();
-    let detection = tch::no_grad(|| detector.detect_features(&features.global, &features.patch_tokens, &features.taps));
-    let to_vec =
-        |t: &Tensor| -> Result<Vec<f64>> { Ok(Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Double))?) };
-    Ok(ScoredBatch {
-        image_score: to_vec(&detection.image_score)?,
-        text_score: to_vec(&detection.text_score)?,
-        visual_max: to_vec(&detection.visual_max)?,
-        maps: detection.map.to_device(Device::Cpu).to_kind(Kind::Float),
-        grids: detection.grid_map.to_device(Device::Cpu).to_kind(Kind::Float),
+    tch::no_grad(|| {
+        let detection = detector.detect_features(&features.global, &features.patch_tokens, &features.taps);
+        let to_host = |t: &Tensor| t.to_device(Device::Cpu);
+        let to_vec = |t: &Tensor| -> Result<Vec<f64>> { Ok(Vec::try_from(to_host(t).to_kind(Kind::Double))?) };
+        let quantized = quantize_maps(&detection.map);
+        let wanted: Vec<MapNeed> =
+            good.iter().map(|(record, (_, gt))| MapNeed::of(needs.maps, record, gt.as_deref())).collect();
+        let pick = |need: MapNeed| -> Option<(Vec<usize>, Tensor)> {
+            let images: Vec<usize> = (0..wanted.len()).filter(|&i| wanted[i] == need).collect();
+            let index: Vec<i64> = images.iter().map(|&i| i as i64).collect();
+            (!images.is_empty())
+                .then(|| (images, quantized.index_select(0, &Tensor::from_slice(&index).to_device(quantized.device()))))
+        };
+        let mut stored: Vec<StoredPart> = wanted.iter().map(|_| StoredPart::Nothing).collect();
+        if let Some((images, values)) = pick(MapNeed::Values) {
+            let values = to_host(&values);
+            for (row, &i) in images.iter().enumerate() {
+                stored[i] = StoredPart::Values(host_values(&Vec::try_from(values.get(row as i64).flatten(0, -1))?));
+            }
+        }
+        if let Some((images, selected)) = pick(MapNeed::Histogram) {
+            for (&i, histogram) in images.iter().zip(histograms(&selected)?) {
+                stored[i] = StoredPart::Histogram(histogram);
+            }
+        }
+        let grid_side = detection.grid_map.size()[1] as i32;
+        let grids = if needs.maps == MapsMode::None {
+            Vec::new()
+        } else {
+            let grids = to_host(&detection.grid_map.to_kind(Kind::Float));
+            (0..good.len() as i64).map(|i| Vec::try_from(grids.get(i).flatten(0, -1))).collect::<Result<_, _>>()?
+        };
+        Ok(ScoredBatch {
+            image_score: to_vec(&detection.image_score)?,
+            text_score: to_vec(&detection.text_score)?,
+            visual_max: to_vec(&detection.visual_max)?,
+            max_pixel: to_vec(&detection.map.amax([1, 2], false))?,
+            anomalous_pixels: needs
+                .pixel_threshold
+                .map(|t| Vec::try_from(to_host(&count_at_least(&quantized, t))))
+                .transpose()?,
+            stored,
+            grids,
+            grid_side,
+        })
     })
 }
 
@@ -568,15 +650,16 @@ impl UnitWriter {
     ) -> Result<()> {
         let versions = Versions { model: version, calibration: calibration.map(|c| c.version.as_str()) };
         let side = self.layout.size as usize;
-        let (mut ids, mut categories, mut quantized, mut grids) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut ids, mut categories, mut quantized) = (Vec::new(), Vec::new(), Vec::new());
         let (mut stat_ids, mut stat_categories, mut stats) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, (record, (_, gt))) in good.iter().enumerate() {
-            let map: Vec<f32> = Vec::try_from(scored.maps.get(i as i64).flatten(0, -1))?;
-            let q: Vec<u16> = map.iter().map(|&v| quantize(v as f64)).collect();
-            let max_pixel = map.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        for (i, ((record, (_, gt)), stored)) in good.iter().zip(&scored.stored).enumerate() {
             // Unlabelled images have no ground truth, hence no metric statistics.
             if let (Some(gt), Some(label)) = (gt, record.gt_label) {
-                let s = ImageStats::from_map(&q, gt, side, side)?;
+                let s = match stored {
+                    StoredPart::Values(q) => ImageStats::from_map(q, gt, side, side)?,
+                    StoredPart::Histogram(h) => ImageStats::background_only(h.bins.clone(), h.counts.clone())?,
+                    StoredPart::Nothing => unreachable!("MapNeed::of asks for a labelled image's map"),
+                };
                 labelled.pixel_sum.add(&s)?;
                 labelled.scores.push(LabelledScore { pred_score: scored.image_score[i], is_defect: label == 1 });
                 stat_ids.push(record.image_id.clone());
@@ -587,23 +670,20 @@ impl UnitWriter {
                 pred_score: scored.image_score[i],
                 text_score: scored.text_score[i],
                 visual_max: scored.visual_max[i],
-                max_pixel_score: max_pixel,
+                max_pixel_score: scored.max_pixel[i],
                 pred_label: calibration
                     .and_then(|c| c.image.as_ref())
                     .map(|c| i8::from(c.is_anomalous(scored.image_score[i]))),
-                anomalous_pixels: calibration
-                    .and_then(|c| c.pixel.as_ref())
-                    .map(|c| q.iter().filter(|&&v| c.is_anomalous(v)).count() as i64),
+                anomalous_pixels: scored.anomalous_pixels.as_ref().map(|counts| counts[i]),
             };
             self.rows.push(score_row(run_id, record, Some(scores), versions, None));
             ids.push(record.image_id.clone());
             categories.push(record.category.clone());
-            // Only what the maps table will hold is kept for the batch.
-            if self.layout.mode != MapsMode::None {
-                grids.push(Vec::<f32>::try_from(scored.grids.get(i as i64).flatten(0, -1))?);
-            }
             if self.layout.mode == MapsMode::Full {
-                quantized.push(q);
+                match stored {
+                    StoredPart::Values(q) => quantized.push(q.clone()),
+                    _ => unreachable!("MapNeed::of asks for every value in a full run"),
+                }
             }
         }
         if self.layout.mode != MapsMode::None {
@@ -611,8 +691,8 @@ impl UnitWriter {
             let rows = MapRows {
                 map_size: self.layout.size as i32,
                 sigma: self.layout.sigma,
-                grid_side: scored.grids.size()[1] as i32,
-                grids: &grids,
+                grid_side: scored.grid_side,
+                grids: &scored.grids,
                 maps: (self.layout.mode == MapsMode::Full).then_some(quantized.as_slice()),
             };
             self.maps.write(&maps_batch(&keys, &rows)?)?;
