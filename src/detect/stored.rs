@@ -16,27 +16,42 @@ use tch::{Kind, Tensor};
 
 use crate::metrics::quantize::{SCORE_LEVELS, SCORE_MAX};
 
-/// libtorch has no u16: stored values travel as Int16 holding `q − 32768`.
+/// libtorch has no u16: stored values cross to the host as Int16 holding `q − 32768`.
 const OFFSET: i64 = 32768;
 
 /// [`crate::metrics::quantize::quantize`] of every value of fp32 maps, on their device:
-/// `floor(clamp(v, 0, 1) · 65535 + ½)` in fp64, NaN → 0. For v ≥ 0 that is rounding halves away
-/// from zero, and it is exact: an fp32 times 65535 needs 40 bits, and adding ½ to it is exact in
-/// fp64's 53. The result is Int16 holding `q − 32768` (see [`host_values`]).
+/// `clamp(floor(v · 65535 + ½), 0, 65535)` in fp64, NaN → 0, as Int (i32) `[B, H, W]`. For
+/// `v ∈ [0, 1]` that is rounding halves away from zero, and it is exact: an fp32 times 65535
+/// needs 40 bits and adding ½ to it is exact in fp64's 53; values outside [0, 1] clamp as
+/// `quantize` clamps them. In place on one fp64 copy (fresh buffers per step cost more than
+/// the arithmetic on a CPU).
 pub fn quantize_maps(maps: &Tensor) -> Tensor {
-    let scaled = maps.to_kind(Kind::Double).nan_to_num(0.0, None, None).clamp(0.0, 1.0) * SCORE_MAX as f64;
-    ((scaled + 0.5).floor() - OFFSET as f64).to_kind(Kind::Int16)
+    let mut scaled = maps.to_kind(Kind::Double);
+    let _ = scaled.g_mul_scalar_(SCORE_MAX as f64);
+    let _ = scaled.g_add_scalar_(0.5);
+    let _ = scaled.floor_();
+    let _ = scaled.clamp_(0.0, SCORE_MAX as f64);
+    let _ = scaled.nan_to_num_(0.0, None, None);
+    scaled.to_kind(Kind::Int)
 }
 
-/// The stored values of one image from the Int16 form of [`quantize_maps`], on the host.
-pub fn host_values(offset: &[i16]) -> Vec<u16> {
-    offset.iter().map(|&v| (v as i32 + OFFSET as i32) as u16).collect()
+/// Maps of [`quantize_maps`]'s form on the host, each image's stored values row-major; the
+/// transfer is Int16 (half the bytes of i32 over PCIe).
+pub fn host_values(quantized: &Tensor) -> Result<Vec<Vec<u16>>, tch::TchError> {
+    let (b, _, _) = quantized.size3()?;
+    let offset = (quantized - OFFSET).to_kind(Kind::Int16).to_device(tch::Device::Cpu);
+    (0..b)
+        .map(|i| {
+            let values: Vec<i16> = Vec::try_from(offset.get(i).flatten(0, -1))?;
+            Ok(values.into_iter().map(|v| (v as i32 + OFFSET as i32) as u16).collect())
+        })
+        .collect()
 }
 
 /// Per image of `quantized` (`[B, H, W]`, [`quantize_maps`]'s form), the pixels whose stored
 /// value is at least `threshold_q`: `[B]` Int64.
 pub fn count_at_least(quantized: &Tensor, threshold_q: u16) -> Tensor {
-    quantized.ge(threshold_q as i64 - OFFSET).sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Int64)
+    quantized.ge(threshold_q as i64).sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Int64)
 }
 
 /// The histogram of one image's stored values, sparse: the values that occur, ascending, and
@@ -48,15 +63,15 @@ pub struct SparseHistogram {
 }
 
 /// The [`SparseHistogram`] of each image of `quantized` (`[B, H, W]`, [`quantize_maps`]'s
-/// form): one `bincount` over the batch on the device (image `i`'s values shifted by
-/// `i · 65536`), then only the non-empty bins cross to the host. For an image without defect
-/// pixels this is its whole metric statistics (every pixel is background).
+/// form): a `bincount` per image on the device (65,536 bins, which stay in a CPU's cache where
+/// one count over the batch would not), then only the non-empty bins cross to the host. For an
+/// image without defect pixels this is its whole metric statistics (every pixel is background).
 pub fn histograms(quantized: &Tensor) -> Result<Vec<SparseHistogram>, tch::TchError> {
     let (b, _, _) = quantized.size3()?;
     let levels = SCORE_LEVELS as i64;
-    let device = quantized.device();
-    let shifts = (Tensor::arange(b, (Kind::Int64, device)) * levels + OFFSET).view([b, 1, 1]);
-    let dense = (quantized.to_kind(Kind::Int64) + shifts).flatten(0, -1).bincount::<Tensor>(None, b * levels);
+    let dense: Vec<Tensor> =
+        (0..b).map(|i| quantized.get(i).flatten(0, -1).bincount::<Tensor>(None, levels)).collect();
+    let dense = Tensor::stack(&dense, 0).flatten(0, -1);
     // Row-major, hence ascending in (image, value).
     let nonzero = dense.nonzero().squeeze_dim(1);
     let counts: Vec<i64> = Vec::try_from(dense.index_select(0, &nonzero).to_device(tch::Device::Cpu))?;
@@ -106,14 +121,14 @@ mod tests {
     #[test]
     fn quantize_maps_is_the_host_quantize_for_every_value() {
         let maps = maps();
-        let on_device: Vec<i16> = Vec::try_from(quantize_maps(&maps).flatten(0, -1)).unwrap();
+        let on_device = host_values(&quantize_maps(&maps)).unwrap().concat();
         let host: Vec<f32> = Vec::try_from(maps.flatten(0, -1)).unwrap();
         let want: Vec<u16> = host.iter().map(|&v| quantize(v as f64)).collect();
-        assert_eq!(host_values(&on_device), want);
-        // Every stored value survives the Int16 form, the ends included.
+        assert_eq!(on_device, want);
+        // Every stored value survives the Int16 transfer, the ends included.
         let all = Tensor::arange(SCORE_LEVELS as i64, (Kind::Double, Device::Cpu)) / SCORE_MAX as f64;
-        let back = host_values(&Vec::try_from(quantize_maps(&all.view([1, 256, 256]).to_kind(Kind::Float)).flatten(0, -1)).unwrap());
-        assert_eq!(back, (0..=u16::MAX).collect::<Vec<_>>());
+        let back = host_values(&quantize_maps(&all.view([1, 256, 256]).to_kind(Kind::Float))).unwrap();
+        assert_eq!(back[0], (0..=u16::MAX).collect::<Vec<_>>());
     }
 
     #[test]
@@ -122,14 +137,13 @@ mod tests {
         let quantized = quantize_maps(&maps);
         let histograms = histograms(&quantized).unwrap();
         let counts: Vec<i64> = Vec::try_from(count_at_least(&quantized, 40000)).unwrap();
-        for i in 0..2 {
-            let values = host_values(&Vec::<i16>::try_from(quantized.get(i).flatten(0, -1)).unwrap());
-            let histogram = histograms[i as usize].clone();
+        for (i, values) in host_values(&quantized).unwrap().into_iter().enumerate() {
+            let histogram = histograms[i].clone();
             assert_eq!(
                 ImageStats::background_only(histogram.bins, histogram.counts).unwrap(),
                 ImageStats::from_map(&values, &[false; 42], 7, 6).unwrap()
             );
-            assert_eq!(counts[i as usize], values.iter().filter(|&&q| q >= 40000).count() as i64);
+            assert_eq!(counts[i], values.iter().filter(|&&q| q >= 40000).count() as i64);
         }
     }
 }

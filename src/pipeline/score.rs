@@ -539,20 +539,25 @@ fn score_batch(
         let detection = detector.detect_features(&features.global, &features.patch_tokens, &features.taps);
         let to_host = |t: &Tensor| t.to_device(Device::Cpu);
         let to_vec = |t: &Tensor| -> Result<Vec<f64>> { Ok(Vec::try_from(to_host(t).to_kind(Kind::Double))?) };
-        let quantized = quantize_maps(&detection.map);
         let wanted: Vec<MapNeed> =
             good.iter().map(|(record, (_, gt))| MapNeed::of(needs.maps, record, gt.as_deref())).collect();
+        // The nightly case (unlabelled, compact, no calibration) quantises nothing.
+        let quantized = (needs.pixel_threshold.is_some() || wanted.iter().any(|&n| n != MapNeed::Nothing))
+            .then(|| quantize_maps(&detection.map));
         let pick = |need: MapNeed| -> Option<(Vec<usize>, Tensor)> {
+            let quantized = quantized.as_ref()?;
             let images: Vec<usize> = (0..wanted.len()).filter(|&i| wanted[i] == need).collect();
             let index: Vec<i64> = images.iter().map(|&i| i as i64).collect();
-            (!images.is_empty())
-                .then(|| (images, quantized.index_select(0, &Tensor::from_slice(&index).to_device(quantized.device()))))
+            match images.len() {
+                0 => None,
+                n if n == wanted.len() => Some((images, quantized.shallow_clone())),
+                _ => Some((images, quantized.index_select(0, &Tensor::from_slice(&index).to_device(quantized.device())))),
+            }
         };
         let mut stored: Vec<StoredPart> = wanted.iter().map(|_| StoredPart::Nothing).collect();
-        if let Some((images, values)) = pick(MapNeed::Values) {
-            let values = to_host(&values);
-            for (row, &i) in images.iter().enumerate() {
-                stored[i] = StoredPart::Values(host_values(&Vec::try_from(values.get(row as i64).flatten(0, -1))?));
+        if let Some((images, selected)) = pick(MapNeed::Values) {
+            for (&i, values) in images.iter().zip(host_values(&selected)?) {
+                stored[i] = StoredPart::Values(values);
             }
         }
         if let Some((images, selected)) = pick(MapNeed::Histogram) {
@@ -572,10 +577,10 @@ fn score_batch(
             text_score: to_vec(&detection.text_score)?,
             visual_max: to_vec(&detection.visual_max)?,
             max_pixel: to_vec(&detection.map.amax([1, 2], false))?,
-            anomalous_pixels: needs
-                .pixel_threshold
-                .map(|t| Vec::try_from(to_host(&count_at_least(&quantized, t))))
-                .transpose()?,
+            anomalous_pixels: match (needs.pixel_threshold, &quantized) {
+                (Some(t), Some(q)) => Some(Vec::try_from(to_host(&count_at_least(q, t)))?),
+                _ => None,
+            },
             stored,
             grids,
             grid_side,
