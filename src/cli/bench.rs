@@ -21,7 +21,9 @@ use crate::store::Location;
 /// defective) of one textured category and scores them; with --data it scores that dataset's
 /// --category. Without --model it trains a 1-step model first (the cost of scoring does not
 /// depend on what was learned), with the backbone of --weights, or a randomly initialised
-/// demo-vit-240 when no weights are given. A warm-up pass over one batch runs first.
+/// demo-vit-240 when no weights are given. Before scoring it times the backbone's forward alone
+/// and the decoding and preprocessing of up to 32 images alone, on one thread; a warm-up pass
+/// over one batch runs first.
 ///
 /// Columns: read/decode (reader threads, overlapped with the model), model (this thread: the
 /// backbone forward, then memory search, prompts, maps and Gaussian), backbone (the forward

@@ -14,12 +14,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::score::{detector, score_category, ScoreError, ScoreOptions, StageSeconds};
+use super::score::{detector, prepare, score_category, ScoreError, ScoreOptions, Sizes, StageSeconds};
 use super::train::{train_category, TrainError, TrainJob};
 use crate::artifact::{Artifact, ArtifactError, Backbone};
 use crate::clip::Clip;
 use crate::data::dataset::Dataset;
 use crate::data::synth::{self, generate, ImageEncoding, SynthConfig, SynthError};
+use crate::data::prepare::Compat;
 use crate::data::DataError;
 use crate::prompt::learner::PromptConfig;
 use crate::prompt::train::TrainConfig;
@@ -113,6 +114,9 @@ pub struct BenchReport {
     pub backbone_core_ms_per_image: f64,
     /// The same forward's wall time per image, in ms (synchronised on CUDA).
     pub backbone_alone_ms_per_image: f64,
+    /// Decoding and preprocessing an image and its mask alone, on one thread, over the first
+    /// images of the category: CPU time per image, in ms (the reader's share of host work).
+    pub preprocess_core_ms_per_image: f64,
     pub rows: Vec<BenchRow>,
 }
 
@@ -173,6 +177,9 @@ pub fn run_bench(
     let detect = artifact.manifest.detect.clone();
     progress("timing the backbone alone");
     let (backbone_alone_ms, backbone_core_ms) = time_backbone(&artifact, clip, &detect, options.batch_size)?;
+    progress("timing preprocessing alone");
+    let sizes = Sizes { input: clip.visual.image_size() as u32, map: detect.map_size as u32 };
+    let preprocess_core_ms = time_preprocess(&dataset, &category, sizes)?;
     let pass = |mode: MapsMode, out: &Path, shard: (usize, usize), rows_per_unit: usize| {
         let _ = std::fs::remove_dir_all(out);
         let options = ScoreOptions {
@@ -235,6 +242,7 @@ pub fn run_bench(
         batch_size: options.batch_size,
         backbone_core_ms_per_image: backbone_core_ms,
         backbone_alone_ms_per_image: backbone_alone_ms,
+        preprocess_core_ms_per_image: preprocess_core_ms,
         rows,
     })
 }
@@ -266,6 +274,21 @@ fn time_backbone(
     }
     let n = (BATCHES * batch) as f64;
     Ok((1000.0 * started.elapsed().as_secs_f64() / n, 1000.0 * (process_cpu_seconds() - cpu) / n))
+}
+
+/// Decodes and preprocesses the first (up to) 32 test images of `category` one after another on
+/// this thread, after one untimed image: process CPU ms per image (nothing else runs meanwhile).
+fn time_preprocess(dataset: &Dataset, category: &str, sizes: Sizes) -> Result<f64, BenchError> {
+    const IMAGES: usize = 32;
+    let unit = dataset.test_units(category, IMAGES)?.into_iter().next().ok_or(BenchError::Empty("no test images"))?;
+    let records: Vec<_> = dataset.read_unit(&unit, IMAGES)?.next().transpose()?.unwrap_or_default();
+    let Some(first) = records.first() else { return Err(BenchError::Empty("no test images")) };
+    prepare(first.clone(), sizes, Compat::Rgb).input.map_err(ScoreError::from)?;
+    let cpu = process_cpu_seconds();
+    for record in &records {
+        prepare(record.clone(), sizes, Compat::Rgb).input.map_err(ScoreError::from)?;
+    }
+    Ok(1000.0 * (process_cpu_seconds() - cpu) / records.len() as f64)
 }
 
 /// Generates `options.images` test images (a quarter of them defective) and one training image
@@ -331,8 +354,9 @@ pub fn table(report: &BenchReport) -> String {
         report.batch_size
     );
     out.push_str(&format!(
-        "backbone forward alone: {:.1} ms and {:.1} core-ms per image\n\n",
-        report.backbone_alone_ms_per_image, report.backbone_core_ms_per_image
+        "backbone forward alone: {:.1} ms and {:.1} core-ms per image; decoding and preprocessing alone: {:.1} \
+         core-ms per image\n\n",
+        report.backbone_alone_ms_per_image, report.backbone_core_ms_per_image, report.preprocess_core_ms_per_image
     ));
     out.push_str(&format!(
         "{:<8} {:>7} {:>9} {:>7} {:>7} {:>8} {:>8} {:>10} {:>8} {:>7} {:>12} {:>12} {:>9} {:>12}\n",

@@ -366,18 +366,19 @@ fn plan_units(
 
 /// The model input size and the map size, in pixels.
 #[derive(Debug, Clone, Copy)]
-struct Sizes {
-    input: u32,
-    map: u32,
+pub(super) struct Sizes {
+    pub(super) input: u32,
+    pub(super) map: u32,
 }
 
 /// A decoded image with its mask at the map size (`None`: unlabelled), or why it cannot be used.
-struct Prepared {
+pub(super) struct Prepared {
     record: ImageRecord,
-    input: Result<(Vec<f32>, Option<Vec<bool>>), DataError>,
+    pub(super) input: Result<(Vec<f32>, Option<Vec<bool>>), DataError>,
 }
 
-fn prepare(record: ImageRecord, sizes: Sizes, compat: Compat) -> Prepared {
+/// Decodes and preprocesses one image and its mask (the reader's work per image).
+pub(super) fn prepare(record: ImageRecord, sizes: Sizes, compat: Compat) -> Prepared {
     let input = (|| {
         let input = model_input(&record.image, &record.origin, sizes.input, compat, Role::Test)?;
         let gt = match (&record.mask, record.gt_label) {
