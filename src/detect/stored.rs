@@ -69,8 +69,7 @@ pub struct SparseHistogram {
 pub fn histograms(quantized: &Tensor) -> Result<Vec<SparseHistogram>, tch::TchError> {
     let (b, _, _) = quantized.size3()?;
     let levels = SCORE_LEVELS as i64;
-    let dense: Vec<Tensor> =
-        (0..b).map(|i| quantized.get(i).flatten(0, -1).bincount::<Tensor>(None, levels)).collect();
+    let dense: Vec<Tensor> = (0..b).map(|i| quantized.get(i).flatten(0, -1).bincount::<Tensor>(None, levels)).collect();
     let dense = Tensor::stack(&dense, 0).flatten(0, -1);
     // Row-major, hence ascending in (image, value).
     let nonzero = dense.nonzero().squeeze_dim(1);
@@ -112,8 +111,8 @@ mod tests {
             (32767.5f64 / 65535.0) as f32,
         ];
         tch::manual_seed(5);
-        let random: Vec<f32> = Vec::try_from(Tensor::rand([84 - values.len() as i64], (Kind::Float, Device::Cpu)))
-            .expect("fp32");
+        let random: Vec<f32> =
+            Vec::try_from(Tensor::rand([84 - values.len() as i64], (Kind::Float, Device::Cpu))).expect("fp32");
         values.extend(random);
         Tensor::from_slice(&values).view([2, 6, 7])
     }

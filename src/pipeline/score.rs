@@ -248,7 +248,10 @@ pub fn score_category(
     let layout = MapLayout { size: map_size, sigma: detect.sigma, mode: options.maps };
     let version = artifact.manifest.version.clone();
     let calibration = options.calibration.as_ref();
-    let needs = Needs { maps: options.maps, pixel_threshold: calibration.and_then(|c| c.pixel.as_ref()).map(|p| p.threshold_q) };
+    let needs = Needs {
+        maps: options.maps,
+        pixel_threshold: calibration.and_then(|c| c.pixel.as_ref()).map(|p| p.threshold_q),
+    };
     let mut reader = Reader::spawn(dataset.clone(), todo.clone(), options.batch_size.max(1), sizes, options.compat);
 
     for unit in &todo {
@@ -290,7 +293,8 @@ pub fn score_category(
             }
             if !good.is_empty() {
                 let modelling = Instant::now();
-                let scored = score_batch(&detector, &good, sizes.input, needs, &mut summary.seconds).map_err(in_unit)?;
+                let scored =
+                    score_batch(&detector, &good, sizes.input, needs, &mut summary.seconds).map_err(in_unit)?;
                 summary.seconds.model += modelling.elapsed().as_secs_f64();
                 summary.seconds.write -= modelling.elapsed().as_secs_f64();
                 let labelled = Labelled { scores: &mut summary.image_scores, pixel_sum: &mut pixel_sum };
@@ -552,7 +556,9 @@ fn score_batch(
             match images.len() {
                 0 => None,
                 n if n == wanted.len() => Some((images, quantized.shallow_clone())),
-                _ => Some((images, quantized.index_select(0, &Tensor::from_slice(&index).to_device(quantized.device())))),
+                _ => {
+                    Some((images, quantized.index_select(0, &Tensor::from_slice(&index).to_device(quantized.device()))))
+                }
             }
         };
         let mut stored: Vec<StoredPart> = wanted.iter().map(|_| StoredPart::Nothing).collect();

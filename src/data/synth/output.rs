@@ -9,8 +9,7 @@ use rayon::prelude::*;
 use super::catalog::{Category, DefectKind};
 use super::{
     image_seed, render_image, validate, CategorySummary, DefectSummary, ImageEncoding, SynthConfig, SynthError,
-    SynthSummary,
-    SUMMARY_FILE, SUMMARY_FORMAT,
+    SynthSummary, SUMMARY_FILE, SUMMARY_FORMAT,
 };
 
 /// Generates the dataset of `config` under `root` (created if missing; see the module docs for
