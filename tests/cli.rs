@@ -83,7 +83,20 @@ fn every_subcommand_documents_its_flags() {
         ("calibrate", &["--model", "--run", "--category", "--image-quantile", "--pixel-quantile", "--overwrite", "F1"]),
         ("report", &["--out", "--run", "--per-group", "index.html", "calibrat"]),
         ("sql", &["--format", "--run", "s3://", "rebuild_map", "grid"]),
-        ("bench", &["--data", "--model", "--images", "--image-size", "--maps", "--work", "--format", "host core-ms"]),
+        (
+            "bench",
+            &[
+                "--data",
+                "--model",
+                "--images",
+                "--image-size",
+                "--encoding",
+                "--maps",
+                "--work",
+                "--format",
+                "host core-ms",
+            ],
+        ),
         ("plan", &["--check", "--format"]),
         ("run", &["--local", "--parallel", "--backoff-limit-per-index", "--run"]),
     ] {
@@ -129,6 +142,13 @@ fn bench_measures_every_maps_mode_on_the_same_data() {
     let rows = report["rows"].as_array().unwrap();
     let modes: Vec<&str> = rows.iter().map(|r| r["maps"].as_str().unwrap()).collect();
     assert_eq!(modes, ["full", "compact", "none"]);
+    // demo-vit-240's V-V forward is 4.29 GFLOP per image (clip::vision's unit test counts its
+    // matrix products); the roofline and the preprocessing are measured.
+    assert!((report["backbone_gflop_per_image"].as_f64().unwrap() - 4.289404928).abs() < 1e-9, "{report}");
+    for key in ["matmul_gflops", "backbone_roofline_share", "preprocess_core_ms_per_image"] {
+        let value = report[key].as_f64().unwrap();
+        assert!(value.is_finite() && value > 0.0, "{key}: {value}");
+    }
     // What each mode wrote, from the files themselves.
     let map_bytes = |mode: &str| -> u64 {
         common::files_under(&work.path().join(format!("out-{mode}/maps")), ".parquet")

@@ -144,6 +144,26 @@ impl VisionTransformer {
     }
 }
 
+/// The floating-point operations of [`VisionTransformer::forward_vv`] for one image: two per
+/// multiply-add of its matrix products (patch embedding, q/k/v, both attentions, the shared
+/// `out_proj` twice, the MLPs, `ln_post` + `proj` of the CLS and patch tokens); norms,
+/// softmax and activations are left out, as FLOP counters of transformers leave them out. The
+/// last block's MLP is one row ([`DualOutput::ClsOnly`]). What `promptad bench` divides the
+/// backbone's throughput by to place it against the measured matmul roofline.
+pub fn forward_vv_flops(config: &ModelConfig) -> f64 {
+    let v = &config.vision_cfg;
+    let (c, m, e) = (v.width as f64, config.vision_mlp_width() as f64, config.embed_dim as f64);
+    let patches = (config.grid_size() * config.grid_size()) as f64;
+    let l = patches + 1.0;
+    let embed = 2.0 * patches * (3 * v.patch_size * v.patch_size) as f64 * c;
+    // q/k/v; softmax(q kᵀ) v and softmax(v vᵀ) v; out_proj of both.
+    let attention = 2.0 * l * c * 3.0 * c + 2.0 * (2.0 * 2.0 * l * l * c) + 2.0 * (2.0 * l * c * c);
+    let mlp = |rows: f64| 2.0 * 2.0 * rows * c * m;
+    let layers = v.layers as f64;
+    let blocks = layers * attention + (layers - 1.0).max(0.0) * mlp(l) + if v.layers > 0 { mlp(1.0) } else { 0.0 };
+    embed + blocks + 2.0 * l * c * e
+}
+
 impl ImageFeatures {
     /// Each output L2-normalised along its last dimension, as `PromptAD.encode_image` returns them.
     pub fn normalized(&self) -> ImageFeatures {
@@ -167,4 +187,33 @@ impl ImageFeatures {
 pub fn l2_normalize(xs: &Tensor) -> Tensor {
     let norm = xs.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12);
     xs / norm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flops_of_the_demo_backbone_by_its_matrix_products() {
+        let config = ModelConfig::resolve("demo-vit-240").unwrap();
+        // demo-vit-240: 15 × 15 patches of 16² · 3, 226 tokens, width 256, 4 heads of 64, MLP
+        // 1024, embed 256, 9 blocks. Each product as (rows, inner, columns), 2 FLOPs per
+        // multiply-add.
+        let (l, c) = (226, 256);
+        let mut products: Vec<(i64, i64, i64)> = vec![(225, 768, c)];
+        for block in 0..9 {
+            products.push((l, c, 3 * c)); // q, k, v
+            for _attention in 0..2 {
+                // per head (4 × 64 = 256 columns): scores, then the weighted sum
+                products.extend([(l, 64, l), (l, l, 64)].repeat(4));
+                products.push((l, c, c)); // out_proj
+            }
+            let rows = if block == 8 { 1 } else { l };
+            products.extend([(rows, c, 1024), (rows, 1024, c)]);
+        }
+        products.push((l, c, 256)); // proj of the CLS and patch tokens
+        let want: i64 = products.iter().map(|(m, k, n)| 2 * m * k * n).sum();
+        assert_eq!(want, 4_289_404_928);
+        assert_eq!(forward_vv_flops(&config), want as f64);
+    }
 }

@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::score::{detector, prepare, score_category, ScoreError, ScoreOptions, Sizes, StageSeconds};
 use super::train::{train_category, TrainError, TrainJob};
 use crate::artifact::{Artifact, ArtifactError, Backbone};
+use crate::clip::vision::forward_vv_flops;
 use crate::clip::Clip;
 use crate::data::dataset::Dataset;
 use crate::data::prepare::Compat;
@@ -114,6 +115,13 @@ pub struct BenchReport {
     pub backbone_core_ms_per_image: f64,
     /// The same forward's wall time per image, in ms (synchronised on CUDA).
     pub backbone_alone_ms_per_image: f64,
+    /// FLOPs of the backbone's V-V forward per image, in GFLOP (`clip::vision::forward_vv_flops`).
+    pub backbone_gflop_per_image: f64,
+    /// The best of a few square matrix products on the device at the backbone's precision
+    /// (2048² on a CPU, 8192² on CUDA), in GFLOP/s: the roofline the forward is placed against.
+    pub matmul_gflops: f64,
+    /// The forward alone's GFLOP/s as a share of `matmul_gflops`.
+    pub backbone_roofline_share: f64,
     /// Decoding and preprocessing an image and its mask alone, on one thread, over the first
     /// images of the category: CPU time per image, in ms (the reader's share of host work).
     pub preprocess_core_ms_per_image: f64,
@@ -177,6 +185,9 @@ pub fn run_bench(
     let detect = artifact.manifest.detect.clone();
     progress("timing the backbone alone");
     let (backbone_alone_ms, backbone_core_ms) = time_backbone(&artifact, clip, &detect, options.batch_size)?;
+    progress("timing a matrix product");
+    let matmul_gflops = matmul_gflops(clip.device, clip.precision.kind());
+    let backbone_gflop = forward_vv_flops(&clip.config) / 1e9;
     progress("timing preprocessing alone");
     let sizes = Sizes { input: clip.visual.image_size() as u32, map: detect.map_size as u32 };
     let preprocess_core_ms = time_preprocess(&dataset, &category, sizes)?;
@@ -243,6 +254,9 @@ pub fn run_bench(
         backbone_core_ms_per_image: backbone_core_ms,
         backbone_alone_ms_per_image: backbone_alone_ms,
         preprocess_core_ms_per_image: preprocess_core_ms,
+        backbone_gflop_per_image: backbone_gflop,
+        matmul_gflops,
+        backbone_roofline_share: backbone_gflop * 1000.0 / backbone_alone_ms / matmul_gflops,
         rows,
     })
 }
@@ -274,6 +288,30 @@ fn time_backbone(
     }
     let n = (BATCHES * batch) as f64;
     Ok((1000.0 * started.elapsed().as_secs_f64() / n, 1000.0 * (process_cpu_seconds() - cpu) / n))
+}
+
+/// The best of three timed `n × n` products at `kind` on `device` (after one untimed), GFLOP/s.
+fn matmul_gflops(device: tch::Device, kind: tch::Kind) -> f64 {
+    let n: i64 = if device.is_cuda() { 8192 } else { 2048 };
+    let a = tch::Tensor::randn([n, n], (tch::Kind::Float, device)).to_kind(kind);
+    let b = tch::Tensor::randn([n, n], (tch::Kind::Float, device)).to_kind(kind);
+    let sync = || {
+        if let tch::Device::Cuda(index) = device {
+            tch::Cuda::synchronize(index as i64);
+        }
+    };
+    let mut best = f64::INFINITY;
+    for round in 0..4 {
+        sync();
+        let started = Instant::now();
+        let product = a.matmul(&b);
+        sync();
+        drop(product);
+        if round > 0 {
+            best = best.min(started.elapsed().as_secs_f64());
+        }
+    }
+    2.0 * (n as f64).powi(3) / best / 1e9
 }
 
 /// Decodes and preprocesses the first (up to) 32 test images of `category` one after another on
@@ -354,9 +392,15 @@ pub fn table(report: &BenchReport) -> String {
         report.batch_size
     );
     out.push_str(&format!(
-        "backbone forward alone: {:.1} ms and {:.1} core-ms per image; decoding and preprocessing alone: {:.1} \
-         core-ms per image\n\n",
-        report.backbone_alone_ms_per_image, report.backbone_core_ms_per_image, report.preprocess_core_ms_per_image
+        "backbone forward alone: {:.1} ms and {:.1} core-ms per image ({:.2} GFLOP per image: {:.0} GFLOP/s, {:.0} % \
+         of a matrix product's {:.0} GFLOP/s); decoding and preprocessing alone: {:.1} core-ms per image\n\n",
+        report.backbone_alone_ms_per_image,
+        report.backbone_core_ms_per_image,
+        report.backbone_gflop_per_image,
+        report.backbone_gflop_per_image * 1000.0 / report.backbone_alone_ms_per_image,
+        100.0 * report.backbone_roofline_share,
+        report.matmul_gflops,
+        report.preprocess_core_ms_per_image
     ));
     out.push_str(&format!(
         "{:<8} {:>7} {:>9} {:>7} {:>7} {:>8} {:>8} {:>10} {:>8} {:>7} {:>12} {:>12} {:>9} {:>12}\n",
