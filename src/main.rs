@@ -6,6 +6,7 @@ use promptad::exit;
 use promptad::stop::StopToken;
 
 fn main() -> ExitCode {
+    promptad::runtime::keep_freed_memory();
     let cli = Cli::parse();
     let stop = StopToken::new();
     if cli.command.is_stoppable() {
