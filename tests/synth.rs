@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, GrayImage, RgbImage};
 use promptad::data::synth::{
-    self, categories, generate, image_seed, read_summary, render, render_good, SynthConfig, SynthError, SynthSummary,
-    MAX_DEFECT_AREA, MIN_DEFECT_AREA,
+    self, categories, generate, image_seed, read_summary, render, render_good, ImageEncoding, SynthConfig, SynthError,
+    SynthSummary, MAX_DEFECT_AREA, MIN_DEFECT_AREA,
 };
 
 const SIZE: u32 = 96;
@@ -291,4 +291,48 @@ fn subsets_of_categories_are_generated_in_the_given_order() {
     assert_eq!(names, ["pcb", "marble"]);
     assert_eq!(files(dir.path()), expected_files(&summary));
     assert_eq!(summary.config.categories, ["pcb", "marble"]);
+}
+
+#[test]
+fn jpeg_images_come_with_png_masks_that_the_dataset_reader_pairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (png_root, jpeg_root) = (dir.path().join("png"), dir.path().join("jpeg"));
+    let png = SynthConfig { categories: vec!["weave".into()], ..small(4) };
+    let jpeg = SynthConfig { encoding: ImageEncoding::Jpeg, ..png.clone() };
+    generate(&png, &png_root, || {}).unwrap();
+    let summary = generate(&jpeg, &jpeg_root, || {}).unwrap();
+    assert_eq!(read_summary(&jpeg_root).unwrap().config.encoding, ImageEncoding::Jpeg);
+    // The same layout with .jpg images; masks stay PNG.
+    let want: BTreeSet<PathBuf> = expected_files(&summary)
+        .into_iter()
+        .map(|p| {
+            let name = p.to_string_lossy().into_owned();
+            if name.ends_with("_mask.png") || name == "synth.json" {
+                p
+            } else {
+                PathBuf::from(name.replace(".png", ".jpg"))
+            }
+        })
+        .collect();
+    assert_eq!(files(&jpeg_root), want);
+    let images: Vec<PathBuf> = files(&png_root)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png") && !p.to_string_lossy().ends_with("_mask.png"))
+        .collect();
+    assert_eq!(images.len(), 2 + 2 + 2 * 3, "train, test good and defect images");
+    for path in images {
+        let jpg = jpeg_root.join(path.with_extension("jpg"));
+        assert_eq!(&std::fs::read(&jpg).unwrap()[..3], &[0xFF, 0xD8, 0xFF], "{}", jpg.display());
+        // Quality 90 of the same rendering: close to the lossless image, not equal to it.
+        let diff = mean_abs_diff(&open_rgb(&png_root.join(&path)), &open_rgb(&jpg));
+        assert!(diff > 0.0 && diff < 4.0, "{}: mean |Δ| {diff}", path.display());
+    }
+    // Every defect image is read with its mask, every good one without.
+    let dataset = promptad::data::dataset::Dataset::open(jpeg_root.to_str().unwrap()).unwrap();
+    let unit = dataset.test_units("weave", 100).unwrap().remove(0);
+    let records: Vec<_> = dataset.read_unit(&unit, 100).unwrap().flat_map(|b| b.unwrap()).collect();
+    assert_eq!(records.len(), 2 + 2 * 3);
+    for record in records {
+        assert_eq!(record.mask.is_some(), record.gt_label == Some(1), "{}", record.image_id);
+    }
 }
