@@ -298,7 +298,7 @@ pub fn score_category(
                 summary.seconds.model += modelling.elapsed().as_secs_f64();
                 summary.seconds.write -= modelling.elapsed().as_secs_f64();
                 let labelled = Labelled { scores: &mut summary.image_scores, pixel_sum: &mut pixel_sum };
-                writer.add(&run_id, &good, &scored, &version, calibration, labelled).map_err(in_unit)?;
+                writer.add(&run_id, &good, scored, &version, calibration, labelled).map_err(in_unit)?;
             }
             let rows = writer.flush().map_err(in_unit)?;
             summary.seconds.write += writing.elapsed().as_secs_f64();
@@ -655,7 +655,7 @@ impl UnitWriter {
         &mut self,
         run_id: &str,
         good: &[(ImageRecord, (Vec<f32>, Option<Vec<bool>>))],
-        scored: &ScoredBatch,
+        scored: ScoredBatch,
         version: &str,
         calibration: Option<&Calibration>,
         labelled: Labelled,
@@ -664,10 +664,10 @@ impl UnitWriter {
         let side = self.layout.size as usize;
         let (mut ids, mut categories, mut quantized) = (Vec::new(), Vec::new(), Vec::new());
         let (mut stat_ids, mut stat_categories, mut stats) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, ((record, (_, gt)), stored)) in good.iter().zip(&scored.stored).enumerate() {
+        for (i, ((record, (_, gt)), stored)) in good.iter().zip(scored.stored).enumerate() {
             // Unlabelled images have no ground truth, hence no metric statistics.
             if let (Some(gt), Some(label)) = (gt, record.gt_label) {
-                let s = match stored {
+                let s = match &stored {
                     StoredPart::Values(q) => ImageStats::from_map(q, gt, side, side)?,
                     StoredPart::Histogram(h) => ImageStats::background_only(h.bins.clone(), h.counts.clone())?,
                     StoredPart::Nothing => unreachable!("MapNeed::of asks for a labelled image's map"),
@@ -693,7 +693,7 @@ impl UnitWriter {
             categories.push(record.category.clone());
             if self.layout.mode == MapsMode::Full {
                 match stored {
-                    StoredPart::Values(q) => quantized.push(q.clone()),
+                    StoredPart::Values(q) => quantized.push(q),
                     _ => unreachable!("MapNeed::of asks for every value in a full run"),
                 }
             }
