@@ -26,8 +26,8 @@ use crate::store::Location;
 /// over one batch runs first.
 ///
 /// Columns: read/decode (reader threads, overlapped with the model), model (this thread: the
-/// backbone forward, then memory search, prompts, maps and Gaussian), backbone (the forward
-/// alone, synchronised on CUDA), write (quantisation, statistics, Parquet, uploads, commits),
+/// backbone forward, then memory search, prompts, maps, Gaussian and quantisation), backbone (the
+/// forward alone, synchronised on CUDA), write (statistics, Parquet, uploads, commits),
 /// wait (the model waiting for decoded images), core-ms/img (the process's CPU time per image),
 /// host core-ms (the same without the CPU time spent while the backbone ran), peak MiB (peak
 /// RSS during the pass) and maps B/img (bytes of the maps table per image).

@@ -5,6 +5,9 @@
 //! (harmonic means of softmax and cosine-distance maps), so clamping only trims rounding noise.
 //! The metrics over stored maps are exact for the stored values; [`super::stats::auroc_tie_bound`]
 //! bounds the difference to the unquantised scores.
+//!
+//! Scoring applies the same rule to whole maps on the model's device
+//! (`detect::stored::quantize_maps`), tested there to give these integers for every value.
 
 /// The largest stored value; `q = SCORE_MAX` means score 1.0.
 pub const SCORE_MAX: u16 = u16::MAX;

@@ -7,9 +7,11 @@
 //!    worker's units that are not committed yet;
 //! 2. **read** ([`Reader`]): a thread fetches and decodes the images of those units (in parallel
 //!    within a batch) while the model works on the previous batch;
-//! 3. **model** ([`score_batch`]): the detector on a batch, maps and scores back to the host;
-//! 4. **write** ([`UnitWriter`]): quantised maps, statistics and score rows into the unit's three
-//!    files, then the unit's commit record.
+//! 3. **model** ([`score_batch`]): the detector on a batch, then on its device the quantised
+//!    maps, their maxima, decisions and histograms ([`crate::detect::stored`]); scores, grids
+//!    and only the map parts each image needs back to the host;
+//! 4. **write** ([`UnitWriter`]): statistics, maps and score rows into the unit's three files,
+//!    then the unit's commit record.
 //!
 //! Outputs go out batch by batch, so memory does not grow with the archive.
 
@@ -133,7 +135,7 @@ pub struct StageSeconds {
     pub model: f64,
     /// The part of `model` in the backbone's forward pass (synchronised on CUDA).
     pub backbone: f64,
-    /// Quantising, statistics, Parquet encoding, uploads and commits (this thread).
+    /// Statistics, Parquet encoding, uploads and commits (this thread; quantising is in `model`).
     pub write: f64,
     /// This thread waiting for decoded images (the reader is the bottleneck when it is large).
     pub wait: f64,
