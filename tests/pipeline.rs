@@ -417,3 +417,118 @@ fn ablations_change_what_is_trained_and_scored() {
     assert_ne!(prompt, full_scores);
     assert_ne!(vision, prompt);
 }
+
+/// `(image_id, pred_score)` of every scores file under `out`.
+fn scores_under(out: &Path) -> std::collections::BTreeMap<String, f64> {
+    let mut scores = std::collections::BTreeMap::new();
+    if !out.join("scores").exists() {
+        return scores;
+    }
+    for path in files_under(&out.join("scores"), ".parquet") {
+        let file = std::fs::File::open(&path).unwrap();
+        for batch in parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap() {
+            let batch = batch.unwrap();
+            let column = |name: &str| batch.column_by_name(name).unwrap().clone();
+            let ids = column("image_id");
+            let ids = ids.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+            let pred = column("pred_score");
+            let pred = pred.as_any().downcast_ref::<arrow::array::Float64Array>().unwrap();
+            for i in 0..batch.num_rows() {
+                assert!(scores.insert(ids.value(i).to_string(), pred.value(i)).is_none(), "one row per image");
+            }
+        }
+    }
+    scores
+}
+
+/// The writer runs on its own thread, so the model may be batches ahead of what is committed: a
+/// call stopped mid-run or failing in a write must still leave only whole, committed units, and
+/// running it again must give exactly the rows of an uninterrupted run.
+#[test]
+fn a_stopped_or_failed_write_leaves_only_whole_units() {
+    let _serial = one_training_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synth(&data, &["weave"]);
+    let (clip, backbone) = random_backbone(11, Device::Cpu).unwrap();
+    let model = tmp.path().join("model");
+    train_category(&job(&data, "weave", 2), &clip, backbone, &loc(&model), false, &StopToken::new(), |_, _, _| {})
+        .unwrap();
+    let artifact = Artifact::read(&loc(&model)).unwrap();
+    // 15 test images (6 good, 3 of each of 3 defect types): units of 4, 4, 4 and 3, batches of 2.
+    let options = ScoreOptions { batch_size: 2, rows_per_unit: 4, ..options() };
+    let score = |out: &Path, stop: &StopToken, on_images: &mut dyn FnMut(usize)| {
+        score_category(
+            &artifact,
+            &clip,
+            DetectConfig::default(),
+            &dataset(&data),
+            "weave",
+            &loc(out),
+            &options,
+            stop,
+            on_images,
+        )
+    };
+    let units = ["test-00000", "test-00001", "test-00002", "test-00003"];
+    let unit_images = [4, 4, 4, 3];
+    let committed = |out: &Path, run_id: &str| -> Vec<bool> {
+        units.iter().map(|u| promptad::run::is_committed(&loc(out), run_id, "weave", u).unwrap()).collect()
+    };
+
+    let whole = tmp.path().join("whole");
+    let reference = score(&whole, &StopToken::new(), &mut |_| {}).unwrap();
+    assert!(
+        reference.run_complete && reference.units_scored == 4 && reference.images == 15,
+        "{} units, {} images",
+        reference.units_scored,
+        reference.images
+    );
+    let expected = scores_under(&whole);
+    assert_eq!(expected.len(), 15);
+
+    // Stopped as soon as the first rows are written: the model is then in the second unit at
+    // the latest (the writer is at most a batch behind), so at least one unit is not
+    // committed, and none of its rows are visible.
+    let stopped = tmp.path().join("stopped");
+    let stop = StopToken::new();
+    let mut written = 0;
+    let err = score(&stopped, &stop, &mut |n| {
+        written += n;
+        if written > 0 {
+            stop.stop();
+        }
+    })
+    .err()
+    .expect("a stopped call fails");
+    assert!(err.to_string().contains("stopped on request"), "{err}");
+    let done = committed(&stopped, &reference.run_id);
+    assert!(done.iter().any(|&c| !c), "stopped before the end: {done:?}");
+    let visible = scores_under(&stopped);
+    let whole_units: usize = done.iter().zip(unit_images).filter(|(&c, _)| c).map(|(_, n)| n).sum();
+    assert_eq!(visible.len(), whole_units, "only whole units are published");
+    for (image, score) in &visible {
+        assert_eq!(expected[image], *score, "{image}");
+    }
+    // Run again: it scores what was not committed and ends with the uninterrupted run's rows.
+    let resumed = score(&stopped, &StopToken::new(), &mut |_| {}).unwrap();
+    assert!(resumed.run_complete);
+    assert_eq!(resumed.units_already_done, done.iter().filter(|&&c| c).count());
+    assert_eq!(scores_under(&stopped), expected);
+
+    // A write that fails (the scores table's folder is a file): the error names the unit and the
+    // file, nothing is committed, and the run has no manifest.
+    let failing = tmp.path().join("failing");
+    std::fs::create_dir_all(&failing).unwrap();
+    std::fs::write(failing.join("scores"), b"in the way").unwrap();
+    let err = score(&failing, &StopToken::new(), &mut |_| {}).err().expect("the write fails");
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        message += &format!(": {cause}");
+        source = cause.source();
+    }
+    assert!(message.contains("test-00000") && message.contains("scores/run="), "{message}");
+    assert_eq!(committed(&failing, &reference.run_id), [false; 4]);
+    assert!(!failing.join(promptad::run::paths::manifest_file(&reference.run_id, "weave")).exists());
+}
