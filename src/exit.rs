@@ -320,7 +320,7 @@ fn score(e: &crate::pipeline::score::ScoreError) -> Option<u8> {
         E::BadImage { .. } | E::ImagesSkipped { .. } => Some(BAD_INPUT),
         E::Stopped(_) => Some(STOPPED),
         E::InUnit { source, .. } => score(source),
-        E::Metric(_) | E::Torch(_) | E::ReaderPanicked => None,
+        E::Metric(_) | E::Torch(_) | E::ReaderPanicked | E::WriterPanicked => None,
     }
 }
 
@@ -361,6 +361,7 @@ fn bench(e: &crate::pipeline::bench::BenchError) -> Option<u8> {
         E::Artifact(e) => artifact(e),
         E::Train(e) => train(e),
         E::Score(e) => score(e),
+        E::Runtime(e) => runtime(e),
         E::Empty(_) => Some(BAD_CONFIG),
         E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Some(MISSING_INPUT),
         E::Io { .. } => None,
@@ -418,7 +419,7 @@ fn runtime(e: &crate::runtime::RuntimeError) -> Option<u8> {
     match e {
         E::UnknownDevice(_) => Some(BAD_CONFIG),
         // Another node may have the device, or a working libtorch: retried.
-        E::DeviceUnavailable { .. } | E::VersionMismatch { .. } | E::SelfTest { .. } => None,
+        E::DeviceUnavailable { .. } | E::VersionMismatch { .. } | E::SelfTest { .. } | E::Memory(_) => None,
     }
 }
 

@@ -235,7 +235,7 @@ pub fn run_score(
     let clip = artifact.manifest.backbone.load(weights.as_deref(), device, spec.run.runtime.precision)?;
     let score = &spec.run.score;
     let options = ScoreOptions {
-        batch_size: score.batch_size,
+        batch_size: score.batch_size.resolve(&artifact, &clip, artifact.manifest.detect.map_size as u32)?,
         skip_bad: score.skip_bad,
         overwrite,
         rows_per_unit: score.rows_per_unit,

@@ -11,6 +11,7 @@ use super::values::ReportFormat;
 use crate::artifact::Artifact;
 use crate::data::synth::ImageEncoding;
 use crate::pipeline::bench::{run_bench, table, BenchOptions};
+use crate::pipeline::score::BatchSize;
 use crate::sink::MapsMode;
 use crate::store::Location;
 
@@ -27,8 +28,9 @@ use crate::store::Location;
 ///
 /// Columns: read/decode (reader threads, overlapped with the model), model (this thread: the
 /// backbone forward, then memory search, prompts, maps, Gaussian and quantisation), backbone (the
-/// forward alone, synchronised on CUDA), write (statistics, Parquet, uploads, commits),
-/// wait (the model waiting for decoded images), core-ms/img (the process's CPU time per image),
+/// forward alone, synchronised on CUDA), write (writer thread, overlapped with the model:
+/// statistics, Parquet, uploads, commits), wait (the model waiting for decoded images), write
+/// wait (the model waiting for the writer to take a batch), core-ms/img (the process's CPU time per image),
 /// host core-ms (the same without the CPU time spent while the backbone ran), peak MiB (peak
 /// RSS during the pass) and maps B/img (bytes of the maps table per image).
 #[derive(Debug, Args)]
@@ -51,9 +53,9 @@ pub struct BenchArgs {
     /// Encoding of the generated images: png or jpeg (quality 90).
     #[arg(long, value_enum, default_value_t = ImageEncoding::Png)]
     pub encoding: ImageEncoding,
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 16)]
-    pub batch_size: usize,
+    /// Images per forward pass, or auto (as `promptad score --batch-size`).
+    #[arg(long, default_value_t = BatchSize::default(), value_name = "N|auto")]
+    pub batch_size: BatchSize,
     /// The ways of storing maps to measure, comma-separated, in order.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [MapsMode::Full, MapsMode::Compact])]
     pub maps: Vec<MapsMode>,
@@ -102,7 +104,7 @@ pub fn run(mut args: BenchArgs, stop: &crate::stop::StopToken) -> Result<ExitCod
         images: args.images,
         image_size: args.image_size,
         encoding: args.encoding,
-        batch_size: args.batch_size.max(1),
+        batch_size: args.batch_size,
         modes: args.maps.clone(),
         seed: args.seed,
     };

@@ -11,7 +11,7 @@ use crate::artifact::Artifact;
 use crate::data::dataset::Dataset;
 use crate::data::prepare::Compat;
 use crate::detect::Guidance;
-use crate::pipeline::score::{score_category, ScoreError, ScoreOptions, ScoreSummary};
+use crate::pipeline::score::{score_category, BatchSize, ScoreError, ScoreOptions, ScoreSummary};
 use crate::sink::MapsMode;
 use crate::spec::{Spec, SpecError};
 use crate::stop::StopToken;
@@ -83,9 +83,11 @@ pub struct ScoreArgs {
     pub weights: Option<PathBuf>,
     #[command(flatten)]
     pub runtime: DeviceArgs,
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 16)]
-    pub batch_size: usize,
+    /// Images per forward pass, or auto: the largest power of two whose estimated memory fits in
+    /// half of the device's free memory (the container's limit on a CPU), at most 32 on a CPU
+    /// and 256 on a GPU; the choice is logged.
+    #[arg(long, default_value_t = BatchSize::default(), value_name = "N|auto")]
+    pub batch_size: BatchSize,
     /// rgb, or official: feed test images in BGR as the official test loop does (to reproduce
     /// its numbers).
     #[arg(long, value_enum, default_value_t = Compat::Rgb)]
@@ -137,7 +139,7 @@ pub fn run(args: ScoreArgs, stop: &StopToken) -> Result<ExitCode> {
     }
     let bar = super::progress_bar(0, &format!("scoring {category}"));
     let options = ScoreOptions {
-        batch_size: args.batch_size,
+        batch_size: args.batch_size.resolve(&artifact, &clip, detect.map_size as u32)?,
         compat: args.compat,
         skip_bad: args.skip_bad,
         overwrite: args.overwrite,

@@ -164,6 +164,21 @@ pub fn forward_vv_flops(config: &ModelConfig) -> f64 {
     embed + blocks + 2.0 * l * c * e
 }
 
+/// The activations of [`VisionTransformer::forward_vv`] for one image at their peak, in tensor
+/// elements: what `--batch-size auto` multiplies by the element size. Inside the block that
+/// runs both paths, with L tokens of width C, H heads and an MLP of width M, these are alive
+/// at once: the original and the V-V residual streams and the two kept taps (4·L·C), `ln_1`,
+/// q/k/v and their head-major copies (7·L·C), one attention's scores and their softmax
+/// (2·H·L²), the attention output and its projection (2·L·C), then in the MLP `ln_2`, the
+/// hidden layer and its activation (L·C + 2·L·M). An upper bound by construction (libtorch
+/// frees a temporary as soon as its last handle drops, so not all of these peak together).
+pub fn forward_vv_peak_elements(config: &ModelConfig) -> f64 {
+    let v = &config.vision_cfg;
+    let (c, m, h) = (v.width as f64, config.vision_mlp_width() as f64, config.vision_heads() as f64);
+    let l = (config.grid_size() * config.grid_size() + 1) as f64;
+    14.0 * l * c + 2.0 * h * l * l + 2.0 * l * m
+}
+
 impl ImageFeatures {
     /// Each output L2-normalised along its last dimension, as `PromptAD.encode_image` returns them.
     pub fn normalized(&self) -> ImageFeatures {

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::score::{detector, prepare, score_category, ScoreError, ScoreOptions, Sizes, StageSeconds};
+use super::score::{detector, prepare, score_category, BatchSize, ScoreError, ScoreOptions, Sizes, StageSeconds};
 use super::train::{train_category, TrainError, TrainJob};
 use crate::artifact::{Artifact, ArtifactError, Backbone};
 use crate::clip::vision::forward_vv_flops;
@@ -44,6 +44,8 @@ pub enum BenchError {
     Train(#[from] TrainError),
     #[error(transparent)]
     Score(#[from] ScoreError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -70,7 +72,7 @@ pub struct BenchOptions {
     pub image_size: u32,
     /// How the generated images are encoded.
     pub encoding: ImageEncoding,
-    pub batch_size: usize,
+    pub batch_size: BatchSize,
     /// The ways of storing maps to measure, in order.
     pub modes: Vec<MapsMode>,
     pub seed: u64,
@@ -98,6 +100,21 @@ pub struct BenchRow {
     pub peak_rss_mib: f64,
     /// Bytes of the maps table per image.
     pub map_bytes_per_image: f64,
+    /// On CUDA, the device's memory in use after the pass (total less free, `cudaMemGetInfo`):
+    /// what libtorch's caching allocator reserved for the passes so far, which it keeps at their
+    /// peak, plus the CUDA context and other processes' memory. `None` on a CPU.
+    pub device_memory_in_use_mib: Option<f64>,
+}
+
+/// [`BenchRow::device_memory_in_use_mib`]; `None` on a CPU or where it cannot be read.
+fn gpu_memory_in_use_mib(device: tch::Device) -> Option<f64> {
+    match device {
+        tch::Device::Cpu => None,
+        device => crate::runtime::memory::device_memory(device)
+            .map_err(|e| tracing::warn!(error = %e, "GPU memory"))
+            .ok()
+            .map(|m| (m.total - m.free) as f64 / (1 << 20) as f64),
+    }
 }
 
 /// What `promptad bench` measured.
@@ -183,8 +200,9 @@ pub fn run_bench(
         }
     };
     let detect = artifact.manifest.detect.clone();
+    let batch_size = options.batch_size.resolve(&artifact, clip, detect.map_size as u32)?;
     progress("timing the backbone alone");
-    let (backbone_alone_ms, backbone_core_ms) = time_backbone(&artifact, clip, &detect, options.batch_size)?;
+    let (backbone_alone_ms, backbone_core_ms) = time_backbone(&artifact, clip, &detect, batch_size)?;
     progress("timing a matrix product");
     let matmul_gflops = matmul_gflops(clip.device, clip.precision.kind());
     let backbone_gflop = forward_vv_flops(&clip.config) / 1e9;
@@ -194,7 +212,7 @@ pub fn run_bench(
     let pass = |mode: MapsMode, out: &Path, shard: (usize, usize), rows_per_unit: usize| {
         let _ = std::fs::remove_dir_all(out);
         let options = ScoreOptions {
-            batch_size: options.batch_size,
+            batch_size,
             overwrite: true,
             rows_per_unit,
             shard,
@@ -216,9 +234,9 @@ pub fn run_bench(
         )?)
     };
     // Warm-up: the first batch, so that no measured pass pays for one-time start-up.
-    let units = dataset.test_units(&category, options.batch_size)?.len().max(1);
+    let units = dataset.test_units(&category, batch_size)?.len().max(1);
     progress("warming up");
-    pass(options.modes[0], &work.join("warm-up"), (0, units), options.batch_size)?;
+    pass(options.modes[0], &work.join("warm-up"), (0, units), batch_size)?;
     let mut rows = Vec::new();
     for &mode in &options.modes {
         progress(&format!("scoring with --maps {}", mode.name()));
@@ -240,6 +258,7 @@ pub fn run_bench(
             backbone_ms_per_image: 1000.0 * summary.seconds.backbone / images,
             peak_rss_mib: if rss_resets { peak_rss_mib() } else { f64::NAN },
             map_bytes_per_image: map_bytes as f64 / images,
+            device_memory_in_use_mib: gpu_memory_in_use_mib(clip.device),
         });
     }
     Ok(BenchReport {
@@ -250,7 +269,7 @@ pub fn run_bench(
         backbone: backbone.clone(),
         device: format!("{:?}", clip.device),
         threads: tch::get_num_threads(),
-        batch_size: options.batch_size,
+        batch_size,
         backbone_core_ms_per_image: backbone_core_ms,
         backbone_alone_ms_per_image: backbone_alone_ms,
         preprocess_core_ms_per_image: preprocess_core_ms,
@@ -403,7 +422,7 @@ pub fn table(report: &BenchReport) -> String {
         report.preprocess_core_ms_per_image
     ));
     out.push_str(&format!(
-        "{:<8} {:>7} {:>9} {:>7} {:>7} {:>8} {:>8} {:>10} {:>8} {:>7} {:>12} {:>12} {:>9} {:>12}\n",
+        "{:<8} {:>7} {:>9} {:>7} {:>7} {:>8} {:>8} {:>10} {:>8} {:>7} {:>12} {:>12} {:>12} {:>9} {:>12}\n",
         "maps",
         "images",
         "images/s",
@@ -414,6 +433,7 @@ pub fn table(report: &BenchReport) -> String {
         "backbone s",
         "write s",
         "wait s",
+        "write wait s",
         "core-ms/img",
         "host core-ms",
         "peak MiB",
@@ -422,10 +442,15 @@ pub fn table(report: &BenchReport) -> String {
     for r in &report.rows {
         let s = &r.seconds;
         out.push_str(&format!(
-            "{:<8} {:>7} {:>9.2} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>10.2} {:>8.2} {:>7.2} {:>12.1} {:>12.1} {:>9.0} {:>12.0}\n",
-            r.maps.name(), r.images, r.images_per_s, s.wall, s.read, s.decode, s.model, s.backbone, s.write, s.wait,
+            "{:<8} {:>7} {:>9.2} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>10.2} {:>8.2} {:>7.2} {:>12.2} {:>12.1} {:>12.1} {:>9.0} {:>12.0}\n",
+            r.maps.name(), r.images, r.images_per_s, s.wall, s.read, s.decode, s.model, s.backbone, s.write, s.wait, s.write_wait,
             r.core_ms_per_image, r.host_core_ms_per_image, r.peak_rss_mib, r.map_bytes_per_image
         ));
+    }
+    for r in &report.rows {
+        if let Some(mib) = r.device_memory_in_use_mib {
+            out.push_str(&format!("{}: {mib:.0} MiB of GPU memory in use after the pass\n", r.maps.name()));
+        }
     }
     out
 }

@@ -152,8 +152,10 @@ pub struct ScoreSpec {
     /// Images per work unit of a folder dataset (a shard is always one unit).
     #[serde(default = "default_rows_per_unit")]
     pub rows_per_unit: usize,
-    #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
+    /// Images per forward pass, or "auto": sized by the device's free memory
+    /// (`promptad score --batch-size`).
+    #[serde(default)]
+    pub batch_size: crate::pipeline::score::BatchSize,
     /// Record undecodable images and go on (the worker still exits with code 65).
     #[serde(default)]
     pub skip_bad: bool,
@@ -171,9 +173,6 @@ fn one() -> usize {
 }
 fn default_rows_per_unit() -> usize {
     256
-}
-fn default_batch_size() -> usize {
-    16
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -300,13 +300,12 @@ fn check_scoring_models(problems: &mut Problems, models: &[ModelRef], train: &Tr
     }
 }
 
-/// `score.workers_per_category`, `score.rows_per_unit` and `score.batch_size` are at least 1.
+/// `score.workers_per_category` and `score.rows_per_unit` are at least 1 (`score.batch_size`
+/// refuses 0 when it is read).
 fn check_counts(problems: &mut Problems, score: &ScoreSpec) {
-    for (key, value) in [
-        ("score.workers_per_category", score.workers_per_category),
-        ("score.rows_per_unit", score.rows_per_unit),
-        ("score.batch_size", score.batch_size),
-    ] {
+    for (key, value) in
+        [("score.workers_per_category", score.workers_per_category), ("score.rows_per_unit", score.rows_per_unit)]
+    {
         if value == 0 {
             problems.push(key, "must be at least 1");
         }

@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 
-#[path = "torch_version.rs"]
+#[path = "../torch_version.rs"]
 mod torch_version;
+
+pub mod memory;
 
 /// The libtorch release tch/torch-sys 0.24.0 binds (`torch-sys` `build.rs` `TORCH_VERSION`).
 pub const REQUIRED_TORCH: &str = "2.11.0";
@@ -26,6 +28,9 @@ pub enum RuntimeError {
     UnknownDevice(String),
     #[error("device {requested} requested but {available}")]
     DeviceUnavailable { requested: String, available: String },
+    /// `--batch-size auto` could not read the device's free memory.
+    #[error("{0}; pass a number of images to --batch-size instead of auto")]
+    Memory(#[from] memory::MemoryError),
 }
 
 /// What `promptad doctor` reports about libtorch.
@@ -150,47 +155,6 @@ pub fn parse_device(name: &str) -> Result<Device, RuntimeError> {
     Ok(device)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn glibc_takes_every_allocator_setting() {
-        // mallopt returns 0 for a value it refuses; every setting must be one glibc keeps.
-        assert!(keep_freed_memory());
-    }
-
-    #[test]
-    fn this_build_runs_on_the_libtorch_it_was_built_for() {
-        let info = check_libtorch().expect("the test binary's own libtorch");
-        assert_eq!(info.loaded_version.as_deref().map(|v| v.split('+').next().unwrap()), Some(REQUIRED_TORCH));
-        self_test(Device::Cpu).unwrap();
-    }
-
-    #[test]
-    fn another_libtorch_release_is_refused_with_what_to_do() {
-        let mut info = torch_info();
-        info.loaded_version = Some("2.13.0+cu130".into());
-        info.loaded_lib = Some(PathBuf::from("/opt/venv/lib/python3.12/site-packages/torch/lib"));
-        let err = verify_version(&info).unwrap_err().to_string();
-        assert!(err.contains("built for libtorch 2.11.0 but loaded 2.13.0+cu130"), "{err}");
-        assert!(err.contains("install torch==2.11.0"), "{err}");
-        info.loaded_version = Some("2.11.0+cpu".into());
-        verify_version(&info).unwrap();
-    }
-
-    #[test]
-    fn device_names() {
-        assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
-        assert!(matches!(parse_device("gpu"), Err(RuntimeError::UnknownDevice(_))));
-        if tch::Cuda::device_count() == 0 {
-            let err = parse_device("cuda:0").unwrap_err().to_string();
-            assert!(err.contains("no CUDA device"), "{err}");
-        }
-    }
-}
-
 /// Tells glibc's allocator to keep freed memory for reuse instead of handing it back to the
 /// kernel at once: allocations up to 32 MiB (its maximum) come from the heap rather than from
 /// fresh mappings, up to 1 GiB of free heap is kept before trimming, and the heap grows 64 MiB
@@ -280,4 +244,45 @@ pub fn checked_device(name: &str) -> Result<Device, RuntimeError> {
     let device = parse_device(name)?;
     self_test(device)?;
     Ok(device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn glibc_takes_every_allocator_setting() {
+        // mallopt returns 0 for a value it refuses; every setting must be one glibc keeps.
+        assert!(keep_freed_memory());
+    }
+
+    #[test]
+    fn this_build_runs_on_the_libtorch_it_was_built_for() {
+        let info = check_libtorch().expect("the test binary's own libtorch");
+        assert_eq!(info.loaded_version.as_deref().map(|v| v.split('+').next().unwrap()), Some(REQUIRED_TORCH));
+        self_test(Device::Cpu).unwrap();
+    }
+
+    #[test]
+    fn another_libtorch_release_is_refused_with_what_to_do() {
+        let mut info = torch_info();
+        info.loaded_version = Some("2.13.0+cu130".into());
+        info.loaded_lib = Some(PathBuf::from("/opt/venv/lib/python3.12/site-packages/torch/lib"));
+        let err = verify_version(&info).unwrap_err().to_string();
+        assert!(err.contains("built for libtorch 2.11.0 but loaded 2.13.0+cu130"), "{err}");
+        assert!(err.contains("install torch==2.11.0"), "{err}");
+        info.loaded_version = Some("2.11.0+cpu".into());
+        verify_version(&info).unwrap();
+    }
+
+    #[test]
+    fn device_names() {
+        assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+        assert!(matches!(parse_device("gpu"), Err(RuntimeError::UnknownDevice(_))));
+        if tch::Cuda::device_count() == 0 {
+            let err = parse_device("cuda:0").unwrap_err().to_string();
+            assert!(err.contains("no CUDA device"), "{err}");
+        }
+    }
 }
