@@ -11,7 +11,7 @@ use tch::{Kind, Tensor};
 use super::DetectError;
 
 /// Memory rows compared per matrix product: bounds the `[B·P, chunk]` similarity block.
-const MEMORY_CHUNK: i64 = 8192;
+pub const MEMORY_CHUNK: i64 = 8192;
 
 #[derive(Debug)]
 pub struct VisualMemory {

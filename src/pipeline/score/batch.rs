@@ -9,6 +9,7 @@ use tch::Device;
 use crate::artifact::Artifact;
 use crate::clip::vision::forward_vv_peak_elements;
 use crate::clip::{Clip, Precision};
+use crate::detect::memory::MEMORY_CHUNK;
 use crate::runtime::memory::device_memory;
 use crate::runtime::RuntimeError;
 
@@ -99,7 +100,7 @@ impl<'de> serde::Deserialize<'de> for BatchSize {
 
 /// What one image of a batch holds on the scoring device, in bytes: the backbone's activations
 /// at their peak ([`forward_vv_peak_elements`], at the backbone's precision), the visual memory
-/// search's similarities (its patches against a chunk of at most 8,192 bank rows, fp32), the
+/// search's similarities (its patches against a chunk of at most [`MEMORY_CHUNK`] bank rows, fp32), the
 /// map's fp64 operator, its fp32 map and quantised copy (four `map_size²` fp64 buffers), and
 /// the model input, of which the reader, its queue and the model hold four batches.
 pub fn bytes_per_image(clip: &Clip, bank_rows: usize, map_size: u32) -> u64 {
@@ -110,7 +111,7 @@ pub fn bytes_per_image(clip: &Clip, bank_rows: usize, map_size: u32) -> u64 {
     let patches = (clip.config.grid_size() * clip.config.grid_size()) as f64;
     let input = 3.0 * (clip.config.vision_cfg.image_size as f64).powi(2) * 4.0;
     let activations = forward_vv_peak_elements(&clip.config) * element;
-    let memory_search = patches * bank_rows.min(8192) as f64 * 4.0;
+    let memory_search = patches * bank_rows.min(MEMORY_CHUNK as usize) as f64 * 4.0;
     let maps = 4.0 * f64::from(map_size).powi(2) * 8.0;
     (activations + memory_search + maps + 4.0 * input).ceil() as u64
 }
@@ -142,12 +143,7 @@ impl BatchSize {
         match self {
             BatchSize::Images(n) => Ok(n.max(1)),
             BatchSize::Auto => {
-                let bank_rows = artifact
-                    .memory_banks()
-                    .iter()
-                    .map(|b| b.numel() / b.size().last().map_or(1, |&w| w.max(1) as usize))
-                    .max()
-                    .unwrap_or(0);
+                let bank_rows = artifact.memory_banks().iter().map(|b| b.size()[0] as usize).max().unwrap_or(0);
                 let per_image = bytes_per_image(clip, bank_rows, map_size);
                 let memory = device_memory(clip.device)?;
                 let images = auto_batch(memory.free, per_image, auto_cap(clip.device));
