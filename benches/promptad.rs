@@ -21,8 +21,7 @@ use promptad::data::synth::{generate, SynthConfig};
 use promptad::detect::DetectConfig;
 use promptad::pipeline::score::{score_category, ScoreOptions};
 use promptad::pipeline::train::{train_category, TrainJob};
-use promptad::prompt::learner::PromptConfig;
-use promptad::prompt::train::{Head, TrainConfig};
+use promptad::prompt::train::Head;
 use promptad::stop::StopToken;
 use promptad::store::Location;
 use tch::Device;
@@ -51,8 +50,6 @@ fn location(path: &Path) -> Location {
 
 fn job(data: &Path, k: usize, steps: usize) -> TrainJob {
     TrainJob {
-        dataset: data.display().to_string(),
-        category: CATEGORY.into(),
         category_name: Some(CATEGORY.into()),
         anomaly_suffixes: Some(vec![
             "{} with scratch".into(),
@@ -60,13 +57,7 @@ fn job(data: &Path, k: usize, steps: usize) -> TrainJob {
             "{} with missing part".into(),
             "{} with stain".into(),
         ]),
-        k,
-        seed: 111,
-        shots: None,
-        image_prompts: PromptConfig::image_level(),
-        pixel_prompts: PromptConfig::pixel_level(),
-        train: TrainConfig { steps, ..TrainConfig::default() },
-        detect: DetectConfig::default(),
+        ..TrainJob::official(data.display().to_string(), CATEGORY, k, 111, steps)
     }
 }
 

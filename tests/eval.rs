@@ -19,8 +19,6 @@ use promptad::detect::DetectConfig;
 use promptad::metrics::{aupr, auroc, pixel_aupro, pixel_auroc, ImageStats, DEFAULT_FPR_LIMIT};
 use promptad::pipeline::score::{score_category, ScoreOptions};
 use promptad::pipeline::train::{train_category, TrainJob};
-use promptad::prompt::learner::PromptConfig;
-use promptad::prompt::train::TrainConfig;
 use promptad::sql::{self, EvalRow, RunSelection};
 use promptad::stop::StopToken;
 use promptad::store::Location;
@@ -82,17 +80,9 @@ fn fixture() -> &'static Fixture {
                 std::fs::write(test.join(defect).join("000.png"), b"not an image").unwrap();
             }
             let job = TrainJob {
-                dataset: data.display().to_string(),
-                category: category.into(),
                 category_name: Some(category.into()),
                 anomaly_suffixes: Some(vec!["{} with scratch".into(), "{} with crack".into()]),
-                k: 2,
-                seed: 1,
-                shots: None,
-                image_prompts: PromptConfig::image_level(),
-                pixel_prompts: PromptConfig::pixel_level(),
-                train: TrainConfig { steps: 2, ..TrainConfig::default() },
-                detect: DetectConfig::default(),
+                ..TrainJob::official(data.display().to_string(), category, 2, 1, 2)
             };
             let model = root.join("models").join(category);
             train_category(&job, &clip, backbone.clone(), &loc(&model), false, &StopToken::new(), |_, _, _| {})

@@ -13,11 +13,8 @@ use arrow::datatypes::{Float64Type, Int64Type, UInt16Type};
 use common::{dataset, files_under, loc, python};
 use promptad::artifact::{random_backbone, Artifact};
 use promptad::data::synth::{generate, SynthConfig};
-use promptad::detect::DetectConfig;
 use promptad::pipeline::score::{score_category, ScoreError, ScoreOptions};
 use promptad::pipeline::train::{train_category, TrainJob};
-use promptad::prompt::learner::PromptConfig;
-use promptad::prompt::train::TrainConfig;
 use promptad::run::RunError;
 use promptad::sink::MapsMode;
 use promptad::sql::results::maps_of;
@@ -59,17 +56,9 @@ fn compact_maps_rebuild_the_full_maps_exactly() {
     generate(&config, &data, || {}).unwrap();
     let (clip, backbone) = random_backbone(5, Device::Cpu).unwrap();
     let job = TrainJob {
-        dataset: data.display().to_string(),
-        category: CATEGORY.into(),
         category_name: Some(CATEGORY.into()),
         anomaly_suffixes: Some(vec!["{} with a tear".into()]),
-        k: 1,
-        seed: 2,
-        shots: None,
-        image_prompts: PromptConfig::image_level(),
-        pixel_prompts: PromptConfig::pixel_level(),
-        train: TrainConfig { steps: 2, ..TrainConfig::default() },
-        detect: DetectConfig::default(),
+        ..TrainJob::official(data.display().to_string(), CATEGORY, 1, 2, 2)
     };
     let model = loc(&tmp.path().join("model"));
     train_category(&job, &clip, backbone, &model, false, &StopToken::new(), |_, _, _| {}).unwrap();

@@ -37,17 +37,9 @@ fn synth(root: &Path, categories: &[&str]) {
 
 fn job(root: &Path, category: &str, steps: usize) -> TrainJob {
     TrainJob {
-        dataset: root.display().to_string(),
-        category: category.into(),
         category_name: Some(category.into()),
         anomaly_suffixes: Some(vec!["{} with scratch".into(), "{} with hole".into()]),
-        k: 2,
-        seed: 1,
-        shots: None,
-        image_prompts: PromptConfig::image_level(),
-        pixel_prompts: PromptConfig::pixel_level(),
-        train: TrainConfig { steps, ..TrainConfig::default() },
-        detect: DetectConfig::default(),
+        ..TrainJob::official(root.display().to_string(), category, 2, 1, steps)
     }
 }
 

@@ -264,7 +264,7 @@ fn init_prompts_errors_name_the_key_and_shapes() {
 fn init_prompts_from_an_artifact_is_recorded_by_checksum() {
     use promptad::artifact::random_backbone;
     use promptad::data::synth::{generate, SynthConfig};
-    use promptad::detect::DetectConfig;
+
     use promptad::pipeline::train::{train_category_from, TrainJob};
     use sha2::Digest;
     let tmp = tempfile::tempdir().unwrap();
@@ -282,17 +282,8 @@ fn init_prompts_from_an_artifact_is_recorded_by_checksum() {
     generate(&synth, &data, || {}).unwrap();
     let (clip, backbone) = random_backbone(7, Device::Cpu).unwrap();
     let job = |steps: usize| TrainJob {
-        dataset: data.display().to_string(),
-        category: "marble".into(),
         category_name: Some("marble".into()),
-        anomaly_suffixes: None,
-        k: 1,
-        seed: 1,
-        shots: None,
-        image_prompts: PromptConfig::image_level(),
-        pixel_prompts: PromptConfig::pixel_level(),
-        train: TrainConfig { steps, ..TrainConfig::default() },
-        detect: DetectConfig::default(),
+        ..TrainJob::official(data.display().to_string(), "marble", 1, 1, steps)
     };
     let location = |p: &std::path::Path| promptad::store::Location::parse(p.to_str().unwrap()).unwrap();
     let first = tmp.path().join("first");

@@ -13,13 +13,10 @@ use std::sync::OnceLock;
 use common::{dataset, loc, python};
 use promptad::artifact::{random_backbone, Artifact, ArtifactError, CALIBRATION};
 use promptad::data::synth::{generate, SynthConfig};
-use promptad::detect::DetectConfig;
 use promptad::metrics::curve_points::trapezoid_area;
 use promptad::pipeline::calibrate::{calibrate, CalibrateError, CalibrateRequest};
 use promptad::pipeline::score::{score_category, ScoreOptions};
 use promptad::pipeline::train::{train_category, TrainJob};
-use promptad::prompt::learner::PromptConfig;
-use promptad::prompt::train::TrainConfig;
 use promptad::report::{write_report, ReportOptions};
 use promptad::sql::results::{image_results, maps_of};
 use promptad::sql::{session, RunSelection};
@@ -66,17 +63,9 @@ fn fixture() -> &'static Fixture {
         generate(&config, &data, || {}).unwrap();
         let (clip, backbone) = random_backbone(3, Device::Cpu).unwrap();
         let job = TrainJob {
-            dataset: data.display().to_string(),
-            category: CATEGORY.into(),
             category_name: Some(CATEGORY.into()),
             anomaly_suffixes: Some(vec!["{} with scratch".into()]),
-            k: 2,
-            seed: 1,
-            shots: None,
-            image_prompts: PromptConfig::image_level(),
-            pixel_prompts: PromptConfig::pixel_level(),
-            train: TrainConfig { steps: 3, ..TrainConfig::default() },
-            detect: DetectConfig::default(),
+            ..TrainJob::official(data.display().to_string(), CATEGORY, 2, 1, 3)
         };
         let model = loc(&root.join("model"));
         train_category(&job, &clip, backbone, &model, false, &StopToken::new(), |_, _, _| {}).unwrap();

@@ -18,8 +18,6 @@ use promptad::data::synth::{generate, SynthConfig};
 use promptad::detect::DetectConfig;
 use promptad::pipeline::score::{score_category, ScoreOptions};
 use promptad::pipeline::train::{train_category, TrainJob};
-use promptad::prompt::learner::PromptConfig;
-use promptad::prompt::train::TrainConfig;
 use promptad::sink::published::{shape, PublishedTable};
 use promptad::sink::{maps_schema, scores_schema, stats_schema};
 use promptad::stop::StopToken;
@@ -75,17 +73,8 @@ fn written_files_match_the_published_schemas() {
 
     let (clip, backbone) = random_backbone(2, Device::Cpu).unwrap();
     let job = TrainJob {
-        dataset: shards.display().to_string(),
-        category: "washer".into(),
         category_name: Some("washer".into()),
-        anomaly_suffixes: None,
-        k: 1,
-        seed: 4,
-        shots: None,
-        image_prompts: PromptConfig::image_level(),
-        pixel_prompts: PromptConfig::pixel_level(),
-        train: TrainConfig { steps: 1, ..TrainConfig::default() },
-        detect: DetectConfig::default(),
+        ..TrainJob::official(shards.display().to_string(), "washer", 1, 4, 1)
     };
     let model = tmp.path().join("model");
     train_category(&job, &clip, backbone, &loc(&model), false, &StopToken::new(), |_, _, _| {}).unwrap();

@@ -23,8 +23,6 @@ use crate::data::dataset::Dataset;
 use crate::data::prepare::Compat;
 use crate::data::synth::{self, generate, ImageEncoding, SynthConfig, SynthError};
 use crate::data::DataError;
-use crate::prompt::learner::PromptConfig;
-use crate::prompt::train::TrainConfig;
 use crate::runtime::{peak_rss_mib, process_cpu_seconds, reset_peak_rss};
 use crate::sink::MapsMode;
 use crate::stop::StopToken;
@@ -182,19 +180,7 @@ pub fn run_bench(
         None => {
             progress("training a 1-step model to score with");
             let model = Location::parse(&work.join("model").display().to_string())?;
-            let job = TrainJob {
-                dataset: data.clone(),
-                category: category.clone(),
-                category_name: None,
-                anomaly_suffixes: None,
-                k: 1,
-                seed: options.seed,
-                shots: None,
-                image_prompts: PromptConfig::image_level(),
-                pixel_prompts: PromptConfig::pixel_level(),
-                train: TrainConfig { steps: 1, ..TrainConfig::default() },
-                detect: Default::default(),
-            };
+            let job = TrainJob::official(data.clone(), category.clone(), 1, options.seed, 1);
             train_category(&job, clip, backbone.clone(), &model, true, stop, |_, _, _| {})?;
             Artifact::read(&model)?
         }

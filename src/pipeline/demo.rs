@@ -54,7 +54,6 @@ pub enum DemoError {
         source: MetricError,
     },
 }
-use crate::prompt::learner::PromptConfig;
 use crate::prompt::train::TrainConfig;
 
 /// What a random scorer gets on average: AUROC 0.5, and AUPRO 0.15 (PRO = FPR, integrated to
@@ -131,17 +130,17 @@ pub fn run_demo(
     for category in &summary.categories {
         let defects: Vec<String> = category.defects.iter().map(|d| d.defect_type.clone()).collect();
         let job = TrainJob {
-            dataset: data.display().to_string(),
-            category: category.name.clone(),
             category_name: Some(category.name.replace('_', " ")),
             anomaly_suffixes: Some(suffixes(&defects)),
-            k: options.k,
-            seed: options.seed,
-            shots: None,
-            image_prompts: PromptConfig::image_level(),
-            pixel_prompts: PromptConfig::pixel_level(),
             train: options.train.clone(),
             detect: options.detect.clone(),
+            ..TrainJob::official(
+                data.display().to_string(),
+                category.name.clone(),
+                options.k,
+                options.seed,
+                options.train.steps,
+            )
         };
         progress(&format!("{}: training on {} shot(s)", category.name, options.k));
         let model_dir = out.join(&format!("models/{}", default_rel("synth", &category.name, options.k, options.seed)));

@@ -65,6 +65,34 @@ pub struct TrainJob {
     pub detect: DetectConfig,
 }
 
+impl TrainJob {
+    /// The official method on `category` of `dataset`: a seeded draw of `k` normal shots, both
+    /// prompt ensembles with their learnable contexts, the official schedule over `steps`
+    /// steps, default detection. Names and anomaly states come from the built-in table or the
+    /// dataset's `synth.json` until a caller sets `category_name` / `anomaly_suffixes`.
+    pub fn official(
+        dataset: impl Into<String>,
+        category: impl Into<String>,
+        k: usize,
+        seed: u64,
+        steps: usize,
+    ) -> Self {
+        TrainJob {
+            dataset: dataset.into(),
+            category: category.into(),
+            category_name: None,
+            anomaly_suffixes: None,
+            k,
+            seed,
+            shots: None,
+            image_prompts: PromptConfig::image_level(),
+            pixel_prompts: PromptConfig::pixel_level(),
+            train: TrainConfig { steps, ..TrainConfig::default() },
+            detect: DetectConfig::default(),
+        }
+    }
+}
+
 /// The tensors `--init-prompts` reads, per head (`image`, `pixel`): the same names and shapes as
 /// in an artifact's `tensors.safetensors`.
 pub const INIT_PROMPT_TENSORS: [&str; 4] =

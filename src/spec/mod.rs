@@ -22,9 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::clip::Precision;
-use crate::detect::DetectConfig;
 use crate::pipeline::train::TrainJob;
-use crate::prompt::learner::PromptConfig;
 use crate::prompt::train::TrainConfig;
 
 /// A run spec as written. See `jobs/README.md` for every key.
@@ -338,17 +336,9 @@ impl Spec {
     pub fn train_job(&self, category: &str, k: usize, seed: u64) -> TrainJob {
         let prompts = self.category_prompts(category);
         TrainJob {
-            dataset: self.run.dataset.url.clone(),
-            category: category.to_string(),
             category_name: prompts.as_ref().map(|(name, _)| name.clone()),
             anomaly_suffixes: prompts.and_then(|(_, states)| states),
-            k,
-            seed,
-            shots: None,
-            image_prompts: PromptConfig::image_level(),
-            pixel_prompts: PromptConfig::pixel_level(),
-            train: TrainConfig { steps: self.run.train.steps, ..TrainConfig::default() },
-            detect: DetectConfig::default(),
+            ..TrainJob::official(self.run.dataset.url.clone(), category, k, seed, self.run.train.steps)
         }
     }
 }

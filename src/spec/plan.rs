@@ -8,7 +8,7 @@
 //! scoring index   = ((archive_i · |categories of the archive| + category_i) · |models| + model_i) · workers + worker
 //! ```
 //! A scoring worker owns units `worker·n/workers .. (worker+1)·n/workers` of its category's `n`
-//! units ([`crate::pipeline::score::worker_range`]); `n` is known once the archive is listed
+//! units ([`crate::run::worker_range`]); `n` is known once the archive is listed
 //! (`promptad plan --check` shows it).
 
 use serde::{Deserialize, Serialize};
