@@ -362,7 +362,7 @@ fn bench(e: &crate::pipeline::bench::BenchError) -> Option<u8> {
         E::Train(e) => train(e),
         E::Score(e) => score(e),
         E::Runtime(e) => runtime(e),
-        E::Empty(_) => Some(BAD_CONFIG),
+        E::Empty(_) | E::TooManyImages { .. } => Some(BAD_CONFIG),
         E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Some(MISSING_INPUT),
         E::Io { .. } => None,
     }

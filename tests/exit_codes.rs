@@ -185,6 +185,14 @@ fn an_impossible_request_exits_64_in_both_modes() {
     assert_code(&run(root, &["train", "--spec", "good.toml", "--index", "9"], &[]), exit::BAD_CONFIG, "worker mode");
     let out = run(root, &["score", "--spec", "good.toml"], &[]);
     assert_code(&out, exit::BAD_CONFIG, "worker mode without an index");
+    // More generated images than synth's three-digit names hold: refused before anything is
+    // written, with the largest count that fits (weave has 3 defect types: 1,333 images are
+    // 1,000 good and 3 × 111 defective; 1,334 would be 1,001 good) and what to do instead.
+    let out = run(root, &["bench", "--images", "10000", "--work", "bench-10000", "--device", "cpu"], &[]);
+    assert_code(&out, exit::BAD_CONFIG, "bench: too many images to generate");
+    assert!(text(&out).contains("--images 10000: generated data holds at most 1333 test images"), "{}", text(&out));
+    assert!(text(&out).contains("--data DIR"), "{}", text(&out));
+    assert!(!root.join("bench-10000/data").exists(), "nothing is generated for a refused bench");
 }
 
 #[test]

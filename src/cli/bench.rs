@@ -44,7 +44,8 @@ pub struct BenchArgs {
     /// Model artifact to score with [default: train a 1-step model on the data].
     #[arg(long, value_name = "URL")]
     pub model: Option<String>,
-    /// Test images to generate.
+    /// Test images to generate (at most 1333: synth names images with three digits, so a
+    /// directory holds 1000 good ones; use --data for more).
     #[arg(long, default_value_t = 160)]
     pub images: usize,
     /// Side of the generated images.

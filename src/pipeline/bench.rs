@@ -21,7 +21,7 @@ use crate::clip::vision::forward_vv_flops;
 use crate::clip::Clip;
 use crate::data::dataset::Dataset;
 use crate::data::prepare::Compat;
-use crate::data::synth::{self, generate, ImageEncoding, SynthConfig, SynthError};
+use crate::data::synth::{self, generate, ImageEncoding, SynthConfig, SynthError, MAX_IMAGES_PER_DIR};
 use crate::data::DataError;
 use crate::runtime::{peak_rss_mib, process_cpu_seconds, reset_peak_rss};
 use crate::sink::MapsMode;
@@ -53,6 +53,12 @@ pub enum BenchError {
     },
     #[error("nothing to measure: {0}")]
     Empty(&'static str),
+    #[error(
+        "--images {images}: generated data holds at most {most} test images (synth names images with three \
+         digits, at most {per_dir} per directory); to measure a larger archive, score your own images with \
+         --data DIR, or see how memory grows with archive size with `cargo bench --bench archive`"
+    )]
+    TooManyImages { images: usize, most: usize, per_dir: usize },
 }
 
 /// What to measure.
@@ -340,13 +346,27 @@ fn time_preprocess(dataset: &Dataset, category: &str, sizes: Sizes) -> Result<f6
 fn generated_data(options: &BenchOptions, dir: &Path) -> Result<PathBuf, BenchError> {
     let types =
         synth::categories().into_iter().find(|c| c.name == GENERATED_CATEGORY).map_or(1, |c| c.defect_types.len());
-    let per_type = options.images / 4 / types;
+    let split = |images: usize| {
+        let per_type = images / 4 / types;
+        (images.saturating_sub(per_type * types), per_type)
+    };
+    let fits = |images: usize| {
+        let (good, per_type) = split(images);
+        good <= MAX_IMAGES_PER_DIR && per_type <= MAX_IMAGES_PER_DIR
+    };
+    if !fits(options.images) {
+        // Good images are three quarters of the total, so the largest total is below 4/3 of a
+        // directory's worth.
+        let most = (0..=MAX_IMAGES_PER_DIR * 4 / 3 + types).rev().find(|&n| fits(n)).unwrap_or(0);
+        return Err(BenchError::TooManyImages { images: options.images, most, per_dir: MAX_IMAGES_PER_DIR });
+    }
+    let (test_good, per_type) = split(options.images);
     let config = SynthConfig {
         seed: options.seed,
         categories: vec![GENERATED_CATEGORY.into()],
         image_size: options.image_size,
         train_good: 1,
-        test_good: options.images.saturating_sub(per_type * types),
+        test_good,
         test_defective_per_type: per_type,
         encoding: options.encoding,
         overwrite: true,
