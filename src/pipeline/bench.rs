@@ -162,13 +162,16 @@ pub fn run_bench(
     if options.modes.is_empty() {
         return Err(BenchError::Empty("no --maps mode given"));
     }
+    // Checked before anything is written: a refused request leaves no work folder behind.
+    let to_generate = if options.data.is_none() { Some(generated_config(options)?) } else { None };
     let work = &options.work_dir;
     std::fs::create_dir_all(work).map_err(|source| BenchError::Io { what: "creating", path: work.clone(), source })?;
-    let (data, generated) = match &options.data {
-        Some(url) => (url.clone(), false),
-        None => {
+    let (data, generated) = match (&options.data, to_generate) {
+        (Some(url), _) => (url.clone(), false),
+        (None, config) => {
             progress("generating the data");
-            (generated_data(options, &work.join("data"))?.display().to_string(), true)
+            let config = config.expect("generated data has a config");
+            (generated_data(&config, &work.join("data"))?.display().to_string(), true)
         }
     };
     let dataset = Dataset::open(&data)?;
@@ -340,10 +343,22 @@ fn time_preprocess(dataset: &Dataset, category: &str, sizes: Sizes) -> Result<f6
     Ok(1000.0 * (process_cpu_seconds() - cpu) / records.len() as f64)
 }
 
-/// Generates `options.images` test images (a quarter of them defective) and one training image
-/// of [`GENERATED_CATEGORY`] into `dir`, or reuses what an earlier bench generated there with
-/// the same settings.
-fn generated_data(options: &BenchOptions, dir: &Path) -> Result<PathBuf, BenchError> {
+/// Generates `config`'s dataset into `dir`, or reuses what an earlier bench generated there
+/// with the same settings.
+fn generated_data(config: &SynthConfig, dir: &Path) -> Result<PathBuf, BenchError> {
+    let stamp = dir.join("bench-config.json");
+    let wanted = format!("{config:?}");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(dir.to_path_buf());
+    }
+    generate(config, dir, || {})?;
+    std::fs::write(&stamp, wanted).map_err(|source| BenchError::Io { what: "writing", path: stamp, source })?;
+    Ok(dir.to_path_buf())
+}
+
+/// The synth settings for `options.images` test images of [`GENERATED_CATEGORY`], a quarter of
+/// them defective, or why synth cannot name that many.
+fn generated_config(options: &BenchOptions) -> Result<SynthConfig, BenchError> {
     let types =
         synth::categories().into_iter().find(|c| c.name == GENERATED_CATEGORY).map_or(1, |c| c.defect_types.len());
     let split = |images: usize| {
@@ -361,7 +376,7 @@ fn generated_data(options: &BenchOptions, dir: &Path) -> Result<PathBuf, BenchEr
         return Err(BenchError::TooManyImages { images: options.images, most, per_dir: MAX_IMAGES_PER_DIR });
     }
     let (test_good, per_type) = split(options.images);
-    let config = SynthConfig {
+    Ok(SynthConfig {
         seed: options.seed,
         categories: vec![GENERATED_CATEGORY.into()],
         image_size: options.image_size,
@@ -370,15 +385,7 @@ fn generated_data(options: &BenchOptions, dir: &Path) -> Result<PathBuf, BenchEr
         test_defective_per_type: per_type,
         encoding: options.encoding,
         overwrite: true,
-    };
-    let stamp = dir.join("bench-config.json");
-    let wanted = format!("{config:?}");
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
-        return Ok(dir.to_path_buf());
-    }
-    generate(&config, dir, || {})?;
-    std::fs::write(&stamp, wanted).map_err(|source| BenchError::Io { what: "writing", path: stamp, source })?;
-    Ok(dir.to_path_buf())
+    })
 }
 
 /// Bytes of the files under `dir`.
