@@ -42,8 +42,17 @@ for precision in fp32 bf16; do
 done
 
 # A generated archive in shards, scored as the nightly job scores it (unlabelled, compact maps).
-"$bin" synth --out "$work/archive-src" --categories weave --image-size 1024 --train-good 1 \
-    --test-good "$archive" --test-defective 0 --overwrite > /dev/null
+# synth names images with three digits (at most 1000 per category), so a larger archive is spread
+# over as many of its categories as it needs; --plain-category packs them all as one.
+synth_categories=(weave marble grid washer bracket pcb)
+needed=$(( (archive + 999) / 1000 ))
+if (( needed > ${#synth_categories[@]} )); then
+    echo "ARCHIVE=$archive: synth generates at most $(( ${#synth_categories[@]} * 1000 )) test images" >&2
+    exit 64
+fi
+categories="$(IFS=,; echo "${synth_categories[*]:0:needed}")"
+"$bin" synth --out "$work/archive-src" --categories "$categories" --image-size 1024 --train-good 1 \
+    --test-good "$(( (archive + needed - 1) / needed ))" --test-defective 0 --overwrite > /dev/null
 "$bin" shard "$work/archive-src" --out "$work/archive" --plain-category nightly --overwrite > /dev/null
 { /usr/bin/time -v "$bin" score --model "$work/bench/model" --data "$work/archive" --category nightly \
     --out "$work/archive-out" --device "$device" --batch-size 256 --overwrite; } > "$out/archive.txt" 2>&1
