@@ -162,18 +162,17 @@ pub fn run_bench(
     if options.modes.is_empty() {
         return Err(BenchError::Empty("no --maps mode given"));
     }
-    // Checked before anything is written: a refused request leaves no work folder behind.
-    let to_generate = if options.data.is_none() { Some(generated_config(options)?) } else { None };
     let work = &options.work_dir;
-    std::fs::create_dir_all(work).map_err(|source| BenchError::Io { what: "creating", path: work.clone(), source })?;
-    let (data, generated) = match (&options.data, to_generate) {
-        (Some(url), _) => (url.clone(), false),
-        (None, config) => {
+    let (data, generated) = match &options.data {
+        Some(url) => (url.clone(), false),
+        None => {
+            // Checked before anything is written: a refused request leaves no work folder behind.
+            let config = generated_config(options)?;
             progress("generating the data");
-            let config = config.expect("generated data has a config");
             (generated_data(&config, &work.join("data"))?.display().to_string(), true)
         }
     };
+    std::fs::create_dir_all(work).map_err(|source| BenchError::Io { what: "creating", path: work.clone(), source })?;
     let dataset = Dataset::open(&data)?;
     let available = dataset.categories()?;
     let category = match &options.category {

@@ -28,8 +28,8 @@ pub const AUTO_SHARE: f64 = 0.5;
 
 /// The largest `auto` batch on `device`. On a CPU a larger batch than this mostly adds memory
 /// (docs/scale.md, 2026-12-07: the demo backbone's compact pass made 19.9 images/s at 16, 20.1
-/// at 32 and 20.8 at 64, medians within the VM's noise, at 0.9, 1.2 and 1.6 GiB); a GPU needs large batches
-/// to be busy, up to the 256 a unit of the default size holds.
+/// at 32 and 20.8 at 64, medians within the VM's noise, at 0.9, 1.2 and 1.6 GiB); a GPU needs
+/// large batches to be busy, up to the 256 a unit of the default size holds.
 pub fn auto_cap(device: Device) -> usize {
     match device {
         Device::Cpu => 32,
