@@ -108,64 +108,89 @@ const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
 /// Pillow's `ImagingResampleHorizontal_8bpc` on interleaved u8 (`cn` channels).
 fn horizontal_pass(src: &[u8], in_w: usize, rows: usize, cn: usize, out_w: usize) -> Vec<u8> {
+    let t = taps(in_w, out_w);
     match cn {
-        1 => horizontal_pass_of::<1>(src, in_w, rows, out_w),
-        3 => horizontal_pass_rgb(src, in_w, rows, out_w),
-        2 => horizontal_pass_of::<2>(src, in_w, rows, out_w),
-        4 => horizontal_pass_of::<4>(src, in_w, rows, out_w),
+        1 => horizontal_pass_dispatch::<1, { ROW_BLOCK }>(src, in_w, &t, rows, out_w),
+        2 => horizontal_pass_dispatch::<2, { 2 * ROW_BLOCK }>(src, in_w, &t, rows, out_w),
+        3 => horizontal_pass_dispatch::<3, { 3 * ROW_BLOCK }>(src, in_w, &t, rows, out_w),
+        4 => horizontal_pass_dispatch::<4, { 4 * ROW_BLOCK }>(src, in_w, &t, rows, out_w),
         _ => unreachable!("checked by pillow_resize_bicubic"),
     }
 }
 
-/// [`horizontal_pass`] for `CN` channels known at compile time: the accumulators live in
-/// registers (the pass is the costliest step of preprocessing a large image).
-fn horizontal_pass_of<const CN: usize>(src: &[u8], in_w: usize, rows: usize, out_w: usize) -> Vec<u8> {
-    let t = taps(in_w, out_w);
-    let mut out = vec![0u8; out_w * rows * CN];
-    for (line, out_line) in src.chunks_exact(in_w * CN).zip(out.chunks_exact_mut(out_w * CN)).take(rows) {
-        for (xx, o) in out_line.chunks_exact_mut(CN).enumerate() {
-            let mut acc = [HALF; CN];
-            let weights = &t.weights[xx * t.ksize..][..t.len[xx]];
-            let pixels = &line[t.first[xx] * CN..][..t.len[xx] * CN];
-            for (&w, p) in weights.iter().zip(pixels.chunks_exact(CN)) {
-                for c in 0..CN {
-                    acc[c] += p[c] as i32 * w;
-                }
-            }
-            for c in 0..CN {
-                o[c] = clip8(acc[c]);
-            }
+/// Rows the horizontal pass filters at once ([`horizontal_pass_blocked`]).
+const ROW_BLOCK: usize = 16;
+
+/// [`horizontal_pass_blocked`] compiled for AVX2 where the CPU has it (checked at run time, so
+/// one binary serves every x86-64 node): its `ROW_BLOCK·CN` lanes are then 32-bit multiply-adds
+/// eight wide, about 2.4× faster than the baseline's (1024² RGB to 240: 2.3 against 5.5 ms, in
+/// docs/scale.md). The integer sums are the same either way.
+fn horizontal_pass_dispatch<const CN: usize, const LANES: usize>(
+    src: &[u8],
+    in_w: usize,
+    taps: &Taps,
+    rows: usize,
+    out_w: usize,
+) -> Vec<u8> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn with_avx2<const CN: usize, const LANES: usize>(
+            src: &[u8],
+            in_w: usize,
+            taps: &Taps,
+            rows: usize,
+            out_w: usize,
+        ) -> Vec<u8> {
+            horizontal_pass_blocked::<CN, LANES>(src, in_w, taps, rows, out_w)
         }
+        // SAFETY: the CPU was just found to have AVX2, the only requirement of `with_avx2`.
+        return unsafe { with_avx2::<CN, LANES>(src, in_w, taps, rows, out_w) };
     }
-    out
+    horizontal_pass_blocked::<CN, LANES>(src, in_w, taps, rows, out_w)
 }
 
-/// [`horizontal_pass_of`] for RGB, in four lanes: each tap reads its pixel and the next byte, so
-/// the sums are one 4-wide multiply-add (the fourth lane is ignored). The last tap of an output
-/// pixel reads three bytes, since the byte after it may be past the line. Integer sums, so the
-/// order of the lanes cannot change a result.
-fn horizontal_pass_rgb(src: &[u8], in_w: usize, rows: usize, out_w: usize) -> Vec<u8> {
-    let t = taps(in_w, out_w);
-    let mut out = vec![0u8; out_w * rows * 3];
-    for (line, out_line) in src.chunks_exact(in_w * 3).zip(out.chunks_exact_mut(out_w * 3)).take(rows) {
-        for (xx, o) in out_line.chunks_exact_mut(3).enumerate() {
-            let len = t.len[xx];
-            if len == 0 {
-                o.fill(clip8(HALF));
-                continue;
+/// The horizontal pass on [`ROW_BLOCK`] rows at a time, `LANES = ROW_BLOCK·CN`. The block is
+/// first transposed so that one source column's samples of all its rows lie side by side; an
+/// output column is then one weighted sum of whole columns, the same weight for every lane,
+/// which the compiler turns into vector multiply-adds (a row at a time, an output sample is a
+/// short dot product that does not vectorise). The last block's unused rows hold stale samples
+/// and are not written out. Integer sums, so the lanes' order cannot change a result.
+#[inline(always)]
+fn horizontal_pass_blocked<const CN: usize, const LANES: usize>(
+    src: &[u8],
+    in_w: usize,
+    taps: &Taps,
+    rows: usize,
+    out_w: usize,
+) -> Vec<u8> {
+    debug_assert_eq!(LANES, ROW_BLOCK * CN);
+    let mut out = vec![0u8; out_w * rows * CN];
+    let mut columns = vec![0u8; in_w * LANES];
+    for first_row in (0..rows).step_by(ROW_BLOCK) {
+        let block_rows = ROW_BLOCK.min(rows - first_row);
+        let lines = src[first_row * in_w * CN..][..block_rows * in_w * CN].chunks_exact(in_w * CN);
+        for (r, line) in lines.enumerate() {
+            for (column, pixel) in columns.chunks_exact_mut(LANES).zip(line.chunks_exact(CN)) {
+                column[r * CN..][..CN].copy_from_slice(pixel);
             }
-            let weights = &t.weights[xx * t.ksize..][..len];
-            let pixels = &line[t.first[xx] * 3..][..len * 3];
-            let mut acc = [HALF; 4];
-            for (k, &w) in weights[..len - 1].iter().enumerate() {
-                let p: &[u8; 4] = pixels[3 * k..3 * k + 4].try_into().expect("four bytes");
-                for c in 0..4 {
-                    acc[c] += p[c] as i32 * w;
+        }
+        for xx in 0..out_w {
+            let len = taps.len[xx];
+            let weights = &taps.weights[xx * taps.ksize..][..len];
+            let sources = &columns[taps.first[xx] * LANES..][..len * LANES];
+            let mut acc = [HALF; LANES];
+            for (&w, column) in weights.iter().zip(sources.chunks_exact(LANES)) {
+                let column: &[u8; LANES] = column.try_into().expect("a column holds LANES samples");
+                for (a, &v) in acc.iter_mut().zip(column) {
+                    *a += v as i32 * w;
                 }
             }
-            let (w, p) = (weights[len - 1], &pixels[3 * (len - 1)..]);
-            for c in 0..3 {
-                o[c] = clip8(acc[c] + p[c] as i32 * w);
+            for (r, lanes) in acc.chunks_exact(CN).take(block_rows).enumerate() {
+                let o = &mut out[((first_row + r) * out_w + xx) * CN..][..CN];
+                for (o, &a) in o.iter_mut().zip(lanes) {
+                    *o = clip8(a);
+                }
             }
         }
     }
@@ -287,23 +312,46 @@ mod tests {
         assert!(err.contains("s3://bucket/a.png") && err.contains("cannot decode"), "{err}");
     }
 
+    /// Pillow's horizontal loop as written (`ImagingResampleHorizontal_8bpc`): one output
+    /// sample at a time, its taps summed in order. The reference of the blocked pass.
+    fn horizontal_pass_per_sample(src: &[u8], in_w: usize, rows: usize, cn: usize, out_w: usize) -> Vec<u8> {
+        let t = taps(in_w, out_w);
+        let mut out = vec![0u8; out_w * rows * cn];
+        for y in 0..rows {
+            for xx in 0..out_w {
+                for c in 0..cn {
+                    let mut acc = HALF;
+                    for k in 0..t.len[xx] {
+                        acc += src[(y * in_w + t.first[xx] + k) * cn + c] as i32 * t.weights[xx * t.ksize + k];
+                    }
+                    out[(y * out_w + xx) * cn + c] = clip8(acc);
+                }
+            }
+        }
+        out
+    }
+
     #[test]
-    fn the_four_lane_rgb_pass_equals_the_per_channel_one() {
-        // Byte-noise rows (every tap matters), shrinking and enlarging, odd sizes; the
-        // per-channel pass is the one tests/resize_parity.rs checks against Pillow.
+    fn the_blocked_horizontal_pass_equals_pillows_loop() {
+        // Byte-noise rows (every tap matters), shrinking and enlarging, odd sizes, row counts
+        // below, at and across a block, every channel count; tests/resize_parity.rs checks the
+        // whole resize against Pillow itself.
         let mut state = 12345u32;
-        for (in_w, out_w, rows) in [(1024, 240, 3), (37, 5, 2), (5, 37, 2), (240, 240, 1), (2, 1, 4), (1, 3, 2)] {
-            let src: Vec<u8> = (0..in_w * rows * 3)
-                .map(|_| {
-                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    (state >> 24) as u8
-                })
-                .collect();
-            assert_eq!(
-                horizontal_pass_rgb(&src, in_w, rows, out_w),
-                horizontal_pass_of::<3>(&src, in_w, rows, out_w),
-                "{in_w} -> {out_w}"
-            );
+        let cases = [(1024, 240, 3), (37, 5, 17), (5, 37, 33), (240, 240, 1), (2, 1, 16), (1, 3, 2), (300, 299, 40)];
+        for (in_w, out_w, rows) in cases {
+            for cn in 1..=4 {
+                let src: Vec<u8> = (0..in_w * rows * cn)
+                    .map(|_| {
+                        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        (state >> 24) as u8
+                    })
+                    .collect();
+                assert_eq!(
+                    horizontal_pass(&src, in_w, rows, cn, out_w),
+                    horizontal_pass_per_sample(&src, in_w, rows, cn, out_w),
+                    "{in_w} -> {out_w}, {rows} rows, {cn} channels"
+                );
+            }
         }
     }
 }
