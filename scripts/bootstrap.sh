@@ -16,13 +16,18 @@ NO_DEPS=(open-clip-torch==3.3.0 torchvision==0.26.0 timm==1.0.31 ftfy==6.3.1
 # kubernetes-validate: the Kubernetes JSON schemas (1.25-1.37) that tests/k8s.rs validates the
 # rendered k8s/ overlays against, offline.
 WITH_DEPS=(huggingface_hub numpy scikit-learn scipy "moto[server]==5.2.5" kubernetes-validate==1.37.0)
-# Debian packages: chromium renders the HTML report in tests/report.rs (headless screenshot).
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "bootstrap: installing the Debian package chromium (tests/report.rs renders the report with it)"
+# Debian packages: nasm assembles libjpeg-turbo's SIMD code when cargo builds the JPEG decoder
+# (src/clip/jpeg.rs; the build fails without it); chromium renders the HTML report in
+# tests/report.rs (headless screenshot).
+debian=()
+command -v nasm >/dev/null 2>&1 || debian+=(nasm)
+command -v chromium >/dev/null 2>&1 || debian+=(chromium fonts-dejavu-core)
+if [[ ${#debian[@]} -gt 0 ]]; then
+  echo "bootstrap: installing the Debian packages ${debian[*]} (nasm: the JPEG decoder's build; chromium: tests/report.rs)"
   sudo=""
   if [[ "$(id -u)" -ne 0 ]]; then sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${debian[@]}" >/dev/null
 fi
 
 stamp="$TORCH ${NO_DEPS[*]} ${WITH_DEPS[*]}"

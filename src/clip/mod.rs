@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod embed;
+pub mod jpeg;
 pub mod preprocess;
 pub mod text;
 pub mod tokenizer;

@@ -22,8 +22,15 @@ pub const OPENAI_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
 pub const OPENAI_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 /// Decodes PNG/JPEG/BMP/TIFF bytes to RGB8 (grey and RGBA are converted, as PIL `.convert('RGB')`).
-/// `source_name` (a path or URL) only labels the error.
+/// JPEGs are decoded by libjpeg-turbo, as `cv2.imread` decodes them ([`super::jpeg`]), except
+/// CMYK/YCCK ones, which libjpeg does not convert. `source_name` (a path or URL) only labels
+/// the error.
 pub fn decode_rgb(bytes: &[u8], source_name: &str) -> Result<RgbImage, ClipError> {
+    if super::jpeg::is_jpeg(bytes) {
+        if let Some(image) = super::jpeg::decode_rgb(bytes, source_name)? {
+            return Ok(image);
+        }
+    }
     let image = image::load_from_memory(bytes).map_err(|e| ClipError::Image {
         source_name: source_name.to_string(),
         message: format!("cannot decode ({e}); is it a PNG, JPEG, BMP or TIFF image?"),

@@ -250,9 +250,23 @@ fn nearest_indices(src: u32, dst: u32) -> Vec<usize> {
 
 /// A binary mask at `size × size` (row-major, `true` = defect) from mask image bytes.
 pub fn mask(bytes: &[u8], source: &str, size: u32) -> Result<Vec<bool>, DataError> {
-    let grey: GrayImage = image::load_from_memory(bytes)
-        .map_err(|e| DataError::Image { path: source.to_string(), message: format!("cannot decode mask ({e})") })?
-        .to_luma8();
+    let cannot_decode = |message: String| DataError::Image { path: source.to_string(), message };
+    // A JPEG mask is read as cv2.imread(IMREAD_GRAYSCALE) reads it: libjpeg's luma.
+    let grey: GrayImage = match crate::clip::jpeg::is_jpeg(bytes) {
+        true => crate::clip::jpeg::decode_grey(bytes, source).map_err(|e| match e {
+            ClipError::Image { message, .. } => cannot_decode(format!("mask: {message}")),
+            other => cannot_decode(other.to_string()),
+        })?,
+        false => None,
+    }
+    .map_or_else(
+        || {
+            image::load_from_memory(bytes)
+                .map(|image| image.to_luma8())
+                .map_err(|e| cannot_decode(format!("cannot decode mask ({e})")))
+        },
+        Ok,
+    )?;
     let (xs, ys) = (nearest_indices(grey.width(), size), nearest_indices(grey.height(), size));
     Ok(ys
         .iter()
