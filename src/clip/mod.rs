@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod embed;
 pub mod jpeg;
+pub mod png;
 pub mod preprocess;
 pub mod text;
 pub mod tokenizer;

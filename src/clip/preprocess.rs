@@ -22,10 +22,13 @@ pub const OPENAI_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
 pub const OPENAI_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 /// Decodes PNG/JPEG/BMP/TIFF bytes to RGB8 (grey and RGBA are converted, as PIL `.convert('RGB')`).
-/// JPEGs are decoded by libjpeg-turbo, as `cv2.imread` decodes them ([`super::jpeg`]), except
-/// CMYK/YCCK ones, which libjpeg does not convert. `source_name` (a path or URL) only labels
+/// PNGs and JPEGs are decoded as `cv2.imread` decodes them ([`super::png`]; libjpeg-turbo,
+/// [`super::jpeg`]), except CMYK/YCCK JPEGs, which libjpeg does not convert. `source_name` (a path or URL) only labels
 /// the error.
 pub fn decode_rgb(bytes: &[u8], source_name: &str) -> Result<RgbImage, ClipError> {
+    if super::png::is_png(bytes) {
+        return super::png::decode_rgb(bytes, source_name);
+    }
     if super::jpeg::is_jpeg(bytes) {
         if let Some(image) = super::jpeg::decode_rgb(bytes, source_name)? {
             return Ok(image);
@@ -37,6 +40,25 @@ pub fn decode_rgb(bytes: &[u8], source_name: &str) -> Result<RgbImage, ClipError
     })?;
     // `into_rgb8` keeps an RGB8 image's buffer (most PNG and JPEG files) instead of copying it.
     Ok(image.into_rgb8())
+}
+
+/// Decodes image bytes to one grey channel, as `cv2.imread(path, IMREAD_GRAYSCALE)` reads a
+/// mask: a PNG's by [`super::png::decode_grey`], a JPEG's luma from libjpeg-turbo
+/// ([`super::jpeg`]), other formats' grey by the image crate. `source_name` only labels the error.
+pub fn decode_grey(bytes: &[u8], source_name: &str) -> Result<image::GrayImage, ClipError> {
+    if super::png::is_png(bytes) {
+        return super::png::decode_grey(bytes, source_name);
+    }
+    if super::jpeg::is_jpeg(bytes) {
+        if let Some(image) = super::jpeg::decode_grey(bytes, source_name)? {
+            return Ok(image);
+        }
+    }
+    let image = image::load_from_memory(bytes).map_err(|e| ClipError::Image {
+        source_name: source_name.to_string(),
+        message: format!("cannot decode ({e}); is it a PNG, JPEG, BMP or TIFF image?"),
+    })?;
+    Ok(image.into_luma8())
 }
 
 pub fn read_rgb(path: &std::path::Path) -> Result<RgbImage, ClipError> {

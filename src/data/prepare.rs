@@ -13,11 +13,11 @@
 //! Both OpenCV resizes and the Pillow bicubic are byte-identical ports (tests/resize_parity.rs
 //! runs them against opencv-python-headless and Pillow).
 
-use image::{GrayImage, RgbImage};
+use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::DataError;
-use crate::clip::preprocess::{decode_rgb, normalized_chw, resize_bicubic};
+use crate::clip::preprocess::{decode_grey, decode_rgb, normalized_chw, resize_bicubic};
 use crate::clip::ClipError;
 
 /// The intermediate size of `CLIPDataset.__getitem__` (`cv2.resize(img, (1024, 1024))`).
@@ -250,23 +250,12 @@ fn nearest_indices(src: u32, dst: u32) -> Vec<usize> {
 
 /// A binary mask at `size × size` (row-major, `true` = defect) from mask image bytes.
 pub fn mask(bytes: &[u8], source: &str, size: u32) -> Result<Vec<bool>, DataError> {
-    let cannot_decode = |message: String| DataError::Image { path: source.to_string(), message };
-    // A JPEG mask is read as cv2.imread(IMREAD_GRAYSCALE) reads it: libjpeg's luma.
-    let grey: GrayImage = match crate::clip::jpeg::is_jpeg(bytes) {
-        true => crate::clip::jpeg::decode_grey(bytes, source).map_err(|e| match e {
-            ClipError::Image { message, .. } => cannot_decode(format!("mask: {message}")),
-            other => cannot_decode(other.to_string()),
-        })?,
-        false => None,
-    }
-    .map_or_else(
-        || {
-            image::load_from_memory(bytes)
-                .map(|image| image.to_luma8())
-                .map_err(|e| cannot_decode(format!("cannot decode mask ({e})")))
-        },
-        Ok,
-    )?;
+    let grey = decode_grey(bytes, source).map_err(|e| match e {
+        ClipError::Image { source_name, message } => {
+            DataError::Image { path: source_name, message: format!("mask: {message}") }
+        }
+        other => DataError::Image { path: source.to_string(), message: other.to_string() },
+    })?;
     let (xs, ys) = (nearest_indices(grey.width(), size), nearest_indices(grey.height(), size));
     Ok(ys
         .iter()
@@ -340,7 +329,7 @@ mod tests {
 
     #[test]
     fn mask_is_binarised_and_resized_nearest() {
-        let mut grey = GrayImage::new(4, 4);
+        let mut grey = image::GrayImage::new(4, 4);
         // OpenCV nearest samples source column floor(i · 4 / 2): 0 and 2.
         grey.put_pixel(2, 0, image::Luma([7]));
         grey.put_pixel(3, 1, image::Luma([9]));
