@@ -20,7 +20,7 @@ use promptad::data::prepare::Compat;
 use promptad::data::synth::{generate, SynthConfig};
 use promptad::detect::DetectConfig;
 use promptad::pipeline::score::{score_category, ScoreOptions};
-use promptad::pipeline::train::{train_category, TrainJob};
+use promptad::pipeline::train::{train_category, train_category_quietly, TrainJob};
 use promptad::prompt::train::Head;
 use promptad::stop::StopToken;
 use promptad::store::Location;
@@ -95,8 +95,7 @@ fn score_case(weights: &Path, data: &Path) {
     let (clip, backbone) = load(weights);
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("m");
-    train_category(&job(data, 1, 1), &clip, backbone, &location(&model), false, &StopToken::new(), |_, _, _| {})
-        .unwrap();
+    train_category_quietly(&job(data, 1, 1), &clip, backbone, &location(&model)).unwrap();
     let artifact = Artifact::read(&location(&model)).unwrap();
     let options = ScoreOptions { batch_size: 8, compat: Compat::Rgb, ..ScoreOptions::default() };
     let started = Instant::now();

@@ -18,7 +18,7 @@ use promptad::data::synth::{generate, SynthConfig};
 use promptad::detect::DetectConfig;
 use promptad::metrics::{aupr, auroc, pixel_aupro, pixel_auroc, ImageStats, DEFAULT_FPR_LIMIT};
 use promptad::pipeline::score::{score_category, ScoreOptions};
-use promptad::pipeline::train::{train_category, TrainJob};
+use promptad::pipeline::train::{train_category_quietly, TrainJob};
 use promptad::sql::{self, EvalRow, RunSelection};
 use promptad::stop::StopToken;
 use promptad::store::Location;
@@ -85,8 +85,7 @@ fn fixture() -> &'static Fixture {
                 ..TrainJob::official(data.display().to_string(), category, 2, 1, 2)
             };
             let model = root.join("models").join(category);
-            train_category(&job, &clip, backbone.clone(), &loc(&model), false, &StopToken::new(), |_, _, _| {})
-                .unwrap();
+            train_category_quietly(&job, &clip, backbone.clone(), &loc(&model)).unwrap();
             let artifact = Artifact::read(&loc(&model)).unwrap();
             let options =
                 ScoreOptions { batch_size: 8, compat: Compat::Rgb, skip_bad: true, ..ScoreOptions::default() };

@@ -14,7 +14,7 @@ use common::{dataset, files_under, loc, python};
 use promptad::artifact::{random_backbone, Artifact};
 use promptad::data::synth::{generate, SynthConfig};
 use promptad::pipeline::score::{score_category, ScoreError, ScoreOptions};
-use promptad::pipeline::train::{train_category, TrainJob};
+use promptad::pipeline::train::{train_category_quietly, TrainJob};
 use promptad::run::RunError;
 use promptad::sink::MapsMode;
 use promptad::sql::results::maps_of;
@@ -61,7 +61,7 @@ fn compact_maps_rebuild_the_full_maps_exactly() {
         ..TrainJob::official(data.display().to_string(), CATEGORY, 1, 2, 2)
     };
     let model = loc(&tmp.path().join("model"));
-    train_category(&job, &clip, backbone, &model, false, &StopToken::new(), |_, _, _| {}).unwrap();
+    train_category_quietly(&job, &clip, backbone, &model).unwrap();
     let artifact = Artifact::read(&model).unwrap();
     let out = tmp.path().join("scores");
     let score = |mode: MapsMode, run: &str| {

@@ -13,7 +13,7 @@ use promptad::data::synth::{generate, SynthConfig};
 use promptad::detect::DetectConfig;
 use promptad::metrics::{auroc, pixel_aupro, pixel_auroc, DEFAULT_FPR_LIMIT};
 use promptad::pipeline::score::{score_category, ScoreOptions};
-use promptad::pipeline::train::{train_category, TrainJob};
+use promptad::pipeline::train::{train_category, train_category_quietly, TrainJob};
 use promptad::prompt::learner::PromptConfig;
 use promptad::prompt::train::{Head, TrainConfig};
 use promptad::run::paths::table_file;
@@ -290,9 +290,7 @@ fn training_a_generated_category_without_a_name_takes_its_prompts_from_synth_jso
     synth(&data, &["washer"]);
     let (clip, backbone) = random_backbone(7, Device::Cpu).unwrap();
     let job = TrainJob { category_name: None, anomaly_suffixes: None, k: 1, ..job(&data, "washer", 1) };
-    let manifest =
-        train_category(&job, &clip, backbone, &loc(&tmp.path().join("m")), false, &StopToken::new(), |_, _, _| {})
-            .unwrap();
+    let manifest = train_category_quietly(&job, &clip, backbone, &loc(&tmp.path().join("m"))).unwrap();
     // What synth.json lists for the category, read independently of the library.
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(data.join("synth.json")).unwrap()).unwrap();
     let washer = summary["categories"].as_array().unwrap().iter().find(|c| c["name"] == "washer").unwrap();
@@ -357,9 +355,7 @@ fn ablations_change_what_is_trained_and_scored() {
     let (clip, backbone) = random_backbone(7, Device::Cpu).unwrap();
     let run = |name: &str, job: TrainJob, guidance: Guidance| {
         let model = tmp.path().join(name);
-        let manifest =
-            train_category(&job, &clip, backbone.clone(), &loc(&model), false, &StopToken::new(), |_, _, _| {})
-                .unwrap();
+        let manifest = train_category_quietly(&job, &clip, backbone.clone(), &loc(&model)).unwrap();
         let artifact = Artifact::read(&loc(&model)).unwrap();
         let detect = DetectConfig { guidance, ..DetectConfig::default() };
         let scored = score_category(
@@ -444,8 +440,7 @@ fn a_stopped_or_failed_write_leaves_only_whole_units() {
     synth(&data, &["weave"]);
     let (clip, backbone) = random_backbone(11, Device::Cpu).unwrap();
     let model = tmp.path().join("model");
-    train_category(&job(&data, "weave", 2), &clip, backbone, &loc(&model), false, &StopToken::new(), |_, _, _| {})
-        .unwrap();
+    train_category_quietly(&job(&data, "weave", 2), &clip, backbone, &loc(&model)).unwrap();
     let artifact = Artifact::read(&loc(&model)).unwrap();
     // 15 test images (6 good, 3 of each of 3 defect types): units of 4, 4, 4 and 3, batches of 2.
     let options = ScoreOptions { batch_size: 2, rows_per_unit: 4, ..options() };

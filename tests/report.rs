@@ -16,7 +16,7 @@ use promptad::data::synth::{generate, SynthConfig};
 use promptad::metrics::curve_points::trapezoid_area;
 use promptad::pipeline::calibrate::{calibrate, CalibrateError, CalibrateRequest};
 use promptad::pipeline::score::{score_category, ScoreOptions};
-use promptad::pipeline::train::{train_category, TrainJob};
+use promptad::pipeline::train::{train_category_quietly, TrainJob};
 use promptad::report::{write_report, ReportOptions};
 use promptad::sql::results::{image_results, maps_of};
 use promptad::sql::{session, RunSelection};
@@ -68,7 +68,7 @@ fn fixture() -> &'static Fixture {
             ..TrainJob::official(data.display().to_string(), CATEGORY, 2, 1, 3)
         };
         let model = loc(&root.join("model"));
-        train_category(&job, &clip, backbone, &model, false, &StopToken::new(), |_, _, _| {}).unwrap();
+        train_category_quietly(&job, &clip, backbone, &model).unwrap();
         let ds = dataset(&data);
         let out = loc(&root.join("scores"));
         let score = |run: &str| {

@@ -17,7 +17,7 @@ use promptad::data::shard::shard_schema;
 use promptad::data::synth::{generate, SynthConfig};
 use promptad::detect::DetectConfig;
 use promptad::pipeline::score::{score_category, ScoreOptions};
-use promptad::pipeline::train::{train_category, TrainJob};
+use promptad::pipeline::train::{train_category_quietly, TrainJob};
 use promptad::sink::published::{shape, PublishedTable};
 use promptad::sink::{maps_schema, scores_schema, stats_schema};
 use promptad::stop::StopToken;
@@ -77,7 +77,7 @@ fn written_files_match_the_published_schemas() {
         ..TrainJob::official(shards.display().to_string(), "washer", 1, 4, 1)
     };
     let model = tmp.path().join("model");
-    train_category(&job, &clip, backbone, &loc(&model), false, &StopToken::new(), |_, _, _| {}).unwrap();
+    train_category_quietly(&job, &clip, backbone, &loc(&model)).unwrap();
     let (schema, batches) = read(&model.join(PROMPTS));
     assert_same("prompt_artifact", &schema);
     // The table holds the artifact's tensors, value for value.

@@ -201,6 +201,12 @@ pub fn train_category(
     train_category_from(job, clip, backbone, out, overwrite, stop, None, on_step)
 }
 
+/// [`train_category`] as a library caller most often runs it: into an `out` that holds no
+/// artifact yet (one there is an error), never stopped, no progress reported.
+pub fn train_category_quietly(job: &TrainJob, clip: &Clip, backbone: Backbone, out: &Location) -> Result<Manifest> {
+    train_category(job, clip, backbone, out, false, &StopToken::new(), |_, _, _| {})
+}
+
 /// [`train_category`], the prompt contexts starting from `init` (`--init-prompts`) instead of the
 /// seeded N(0, 0.02²) draw; the manifest records where they came from.
 #[allow(clippy::too_many_arguments)]
