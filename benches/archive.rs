@@ -9,6 +9,7 @@
 //! - `PROMPTAD_BENCH_ARCHIVE_DISTINCT` (default 500): distinct generated images (256 px PNG, one
 //!   category); an archive of N images holds each of them N/500 times under distinct ids, which
 //!   costs the same to score as N distinct images and keeps generation short.
+//!
 //! The backbone is `demo-vit-240` with random weights (no pretrained weights here); the model
 //! share of the time is therefore smaller than with ViT-B-16+ (docs/benchmarks.md has that
 //! one's throughput).

@@ -206,7 +206,6 @@ fn compact_maps_rebuild_the_full_maps_exactly() {
 
     // A grid that does not fit its side is an error naming the row.
     let bad = block_on(query(&ctx, "SELECT rebuild_map(grid, 7, map_size, sigma) FROM maps WHERE run = 'compact'"))
-        .err()
-        .expect("a wrong grid_side is an error");
+        .expect_err("a wrong grid_side is an error");
     assert!(bad.to_string().contains("not 7×7") || format!("{bad:?}").contains("not 7×7"), "{bad:?}");
 }

@@ -32,7 +32,10 @@ fn cases<'a>(tensors: &'a HashMap<String, Tensor>, op: &str) -> Vec<(String, &'a
     found
 }
 
-fn check(op: &str, resize: fn(&[u8], usize, usize, usize, usize, usize) -> Vec<u8>) {
+/// A resize port: (source, width, height, channels, new width, new height) to its bytes.
+type Resize = fn(&[u8], usize, usize, usize, usize, usize) -> Vec<u8>;
+
+fn check(op: &str, resize: Resize) {
     let dir = tempfile::tempdir().unwrap();
     run_python("make_resize_cases.py", &[dir.path().to_str().unwrap()]);
     let tensors = read_tensors(&dir.path().join("cases.safetensors"));

@@ -19,6 +19,7 @@ use super::ClipError;
 
 /// OpenAI CLIP normalisation (`open_clip/constants.py` `OPENAI_DATASET_MEAN` / `_STD`).
 pub const OPENAI_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
+#[allow(clippy::excessive_precision)] // the digits open_clip writes; they round to the same f32
 pub const OPENAI_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 /// Decodes PNG/JPEG/BMP/TIFF bytes to RGB8 (grey and RGBA are converted, as PIL `.convert('RGB')`).

@@ -131,7 +131,12 @@ impl VisionTransformer {
             for (slot, _) in tap_blocks.iter().enumerate().filter(|(_, &b)| b == index) {
                 taps[slot] = Some(step.mid.narrow(1, 1, step.mid.size()[1] - 1));
             }
-            x_vv = x_vv + step.vv_update;
+            // Not `+=`: tch's `AddAssign` adds in place, and `x_vv` starts as a shallow clone of
+            // `x_ori`, whose storage the original path still reads.
+            #[allow(clippy::assign_op_pattern)]
+            {
+                x_vv = x_vv + step.vv_update;
+            }
             x_ori = step.out;
         }
         // The V-V path's CLS slot is overwritten with the original path's (reference §2.1), so

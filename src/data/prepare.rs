@@ -1,8 +1,9 @@
 //! From image files to model inputs and evaluation masks, as PromptAD's data path does it
 //! (reference `promptad-official-behaviour.md` §1.2):
 //!
-//! 1. decode (`cv2.imread`), 2. resize to 1024×1024 with OpenCV's `INTER_LINEAR` (aspect ratio
-//! not kept), 3. bicubic to the model size and normalise ([`crate::clip::preprocess`]).
+//! 1. decode (`cv2.imread`, [`crate::clip::preprocess::decode_rgb`]);
+//! 2. resize to 1024×1024 with OpenCV's `INTER_LINEAR` (aspect ratio not kept);
+//! 3. bicubic to the model size and normalise ([`crate::clip::preprocess`]).
 //!
 //! Colour order is RGB everywhere (DESIGN §5). `Compat::Official` feeds *test* images with R and B
 //! swapped, as the official test loop does (§9.3), to reproduce its numbers.

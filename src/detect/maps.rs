@@ -83,7 +83,10 @@ pub fn rebuild_quantized(grid: &[f32], side: i64, size: i64, sigma: f64) -> Resu
         return Err(RebuildError::GridShape { len: grid.len(), side });
     }
     let radius = (gaussian_kernel(sigma).len() / 2) as i64;
-    if !(sigma > 0.0) || size <= radius {
+    // Written so that a NaN sigma fails too.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    let bad_sigma = !(sigma > 0.0);
+    if bad_sigma || size <= radius {
         return Err(RebuildError::MapSize { size, sigma, radius });
     }
     let grid = Tensor::from_slice(grid).view([1, side, side]);

@@ -468,7 +468,7 @@ mod tests {
             .map(|_| {
                 let (w, h) = (3 + lcg(seed) as usize % 9, 3 + lcg(seed) as usize % 9);
                 let map: Vec<u16> = (0..w * h).map(|_| (lcg(seed) % 40) as u16 * 1600).collect();
-                let mask: Vec<bool> = (0..w * h).map(|_| lcg(seed) % 4 == 0).collect();
+                let mask: Vec<bool> = (0..w * h).map(|_| lcg(seed).is_multiple_of(4)).collect();
                 ImageStats::from_map(&map, &mask, w, h).unwrap()
             })
             .collect()

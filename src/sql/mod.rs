@@ -202,11 +202,11 @@ pub async fn session_with_config(out: &Location, runs: RunSelection, config: Ses
     Ok(ctx)
 }
 
+/// The committed files of each table.
+type FilesByTable = std::collections::BTreeMap<Table, Vec<String>>;
+
 /// The committed files of the selected runs, per table, and the run chosen (if one).
-fn select_files(
-    out: &Location,
-    runs: &RunSelection,
-) -> Result<(std::collections::BTreeMap<Table, Vec<String>>, Option<String>)> {
+fn select_files(out: &Location, runs: &RunSelection) -> Result<(FilesByTable, Option<String>)> {
     if let Some(path) = out.local_path().filter(|p| !p.exists()) {
         return Err(SqlError::NoOutput { path });
     }
