@@ -23,7 +23,7 @@ debian=()
 command -v nasm >/dev/null 2>&1 || debian+=(nasm)
 command -v chromium >/dev/null 2>&1 || debian+=(chromium fonts-dejavu-core)
 if [[ ${#debian[@]} -gt 0 ]]; then
-  echo "bootstrap: installing the Debian packages ${debian[*]} (nasm: the JPEG decoder's build; chromium: tests/report.rs)"
+  echo "bootstrap: installing the Debian packages ${debian[*]} (see scripts/bootstrap.sh for what each is for)"
   sudo=""
   if [[ "$(id -u)" -ne 0 ]]; then sudo="sudo"; fi
   $sudo apt-get update -qq
