@@ -11,6 +11,9 @@
 //! `cv2.imread` and Pillow: baseline and progressive, 4:4:4, 4:2:2 and 4:2:0, grey, restart
 //! markers, odd sizes.
 //!
+//! The EXIF orientation is read here and applied by the caller, as `cv2.imread` applies it
+//! (OpenCV turns the image unless asked not to; Pillow and anomalib do not).
+//!
 //! libjpeg treats a file that ends early as a warning and fills the rest with grey (`cv2` then
 //! returns the image); here it is an error, so a truncated upload is never scored as if whole.
 
@@ -18,7 +21,9 @@ use std::cell::Cell;
 use std::ffi::CStr;
 use std::os::raw::c_int;
 
+use image::metadata::Orientation;
 use image::{GrayImage, RgbImage};
+use mozjpeg::Marker;
 use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, jpeg_std_error, JWRN_JPEG_EOF, J_COLOR_SPACE};
 
 use super::ClipError;
@@ -31,17 +36,21 @@ pub fn is_jpeg(bytes: &[u8]) -> bool {
 /// Decodes a JPEG to RGB8 as `cv2.imread(path, IMREAD_COLOR)` does (channels in RGB order); a
 /// grey JPEG comes out with three equal channels. `None` for CMYK and YCCK files, which
 /// libjpeg does not convert to RGB (the caller decodes those another way).
-pub fn decode_rgb(bytes: &[u8], source_name: &str) -> Result<Option<RgbImage>, ClipError> {
+pub fn decode_rgb(bytes: &[u8], source_name: &str) -> Result<Option<(RgbImage, Orientation)>, ClipError> {
     decode(bytes, source_name, J_COLOR_SPACE::JCS_RGB).map(|decoded| {
-        decoded.map(|(w, h, pixels)| RgbImage::from_raw(w, h, pixels).expect("libjpeg wrote width·height·3 bytes"))
+        decoded.map(|(w, h, pixels, orientation)| {
+            (RgbImage::from_raw(w, h, pixels).expect("libjpeg wrote width·height·3 bytes"), orientation)
+        })
     })
 }
 
 /// Decodes a JPEG to one grey channel as `cv2.imread(path, IMREAD_GRAYSCALE)` does (libjpeg's
 /// luma, not a conversion of the RGB pixels). `None` for CMYK and YCCK files.
-pub fn decode_grey(bytes: &[u8], source_name: &str) -> Result<Option<GrayImage>, ClipError> {
+pub fn decode_grey(bytes: &[u8], source_name: &str) -> Result<Option<(GrayImage, Orientation)>, ClipError> {
     decode(bytes, source_name, J_COLOR_SPACE::JCS_GRAYSCALE).map(|decoded| {
-        decoded.map(|(w, h, pixels)| GrayImage::from_raw(w, h, pixels).expect("libjpeg wrote width·height bytes"))
+        decoded.map(|(w, h, pixels, orientation)| {
+            (GrayImage::from_raw(w, h, pixels).expect("libjpeg wrote width·height bytes"), orientation)
+        })
     })
 }
 
@@ -91,23 +100,32 @@ fn error_manager() -> jpeg_error_mgr {
     err
 }
 
-/// (width, height, pixels) in `colour` (RGB or grey), or `None` for a CMYK/YCCK file.
-fn decode(bytes: &[u8], source_name: &str, colour: J_COLOR_SPACE) -> Result<Option<(u32, u32, Vec<u8>)>, ClipError> {
+/// (width, height, pixels, EXIF orientation) in `colour` (RGB or grey), as stored (not yet
+/// turned), or `None` for a CMYK/YCCK file.
+type Decoded = Option<(u32, u32, Vec<u8>, Orientation)>;
+
+fn decode(bytes: &[u8], source_name: &str, colour: J_COLOR_SPACE) -> Result<Decoded, ClipError> {
     let failed = |message: String| ClipError::Image {
         source_name: source_name.to_string(),
         message: format!("cannot decode the JPEG ({message}); is the file complete and a JPEG?"),
     };
     ENDED_EARLY.set(false);
-    let decoded = std::panic::catch_unwind(|| -> std::io::Result<Option<(u32, u32, Vec<u8>)>> {
-        let decompress = mozjpeg::Decompress::with_err(error_manager()).from_mem(bytes)?;
+    let decoded = std::panic::catch_unwind(|| -> std::io::Result<Decoded> {
+        let decompress =
+            mozjpeg::Decompress::with_err(error_manager()).with_markers(&[Marker::APP(1)]).from_mem(bytes)?;
         if matches!(decompress.color_space(), J_COLOR_SPACE::JCS_CMYK | J_COLOR_SPACE::JCS_YCCK) {
             return Ok(None);
         }
+        // The first APP1 segment that is EXIF (XMP is APP1 too); its data is a TIFF structure.
+        let orientation = decompress
+            .markers()
+            .find_map(|m| m.data.strip_prefix(b"Exif\0\0").and_then(Orientation::from_exif_chunk))
+            .unwrap_or(Orientation::NoTransforms);
         let mut started = decompress.to_colorspace(colour)?;
         let (w, h) = (started.width() as u32, started.height() as u32);
         let pixels: Vec<u8> = started.read_scanlines()?;
         started.finish()?;
-        Ok(Some((w, h, pixels)))
+        Ok(Some((w, h, pixels, orientation)))
     });
     let decoded = match decoded {
         Ok(Ok(decoded)) => decoded,
@@ -127,7 +145,7 @@ fn decode(bytes: &[u8], source_name: &str, colour: J_COLOR_SPACE) -> Result<Opti
             message: "the JPEG ends before its last scan: the file is truncated; copy it again".to_string(),
         });
     }
-    if let Some((w, h, pixels)) = &decoded {
+    if let Some((w, h, pixels, _)) = &decoded {
         let channels = if colour == J_COLOR_SPACE::JCS_GRAYSCALE { 1 } else { 3 };
         if pixels.len() != *w as usize * *h as usize * channels {
             return Err(failed(format!("{} bytes for a {w}×{h} image", pixels.len())));
@@ -149,9 +167,9 @@ mod tests {
 
     #[test]
     fn a_whole_file_decodes_to_its_size() {
-        let image = decode_rgb(&encoded(37, 21), "a.jpg").unwrap().unwrap();
-        assert_eq!(image.dimensions(), (37, 21));
-        let grey = decode_grey(&encoded(37, 21), "a.jpg").unwrap().unwrap();
+        let (image, orientation) = decode_rgb(&encoded(37, 21), "a.jpg").unwrap().unwrap();
+        assert_eq!((image.dimensions(), orientation), ((37, 21), Orientation::NoTransforms));
+        let (grey, _) = decode_grey(&encoded(37, 21), "a.jpg").unwrap().unwrap();
         assert_eq!(grey.dimensions(), (37, 21));
     }
 

@@ -12,7 +12,8 @@
 //! MVTec and VisA sizes, both ways, and on odd anisotropic sizes. (`fast_image_resize`'s
 //! Catmull-Rom, with 16-bit weights like Pillow-SIMD, was up to 3 u8 steps off.)
 
-use image::RgbImage;
+use image::metadata::Orientation;
+use image::{DynamicImage, GrayImage, RgbImage};
 use tch::{Kind, Tensor};
 
 use super::ClipError;
@@ -24,35 +25,46 @@ pub const OPENAI_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 /// Decodes PNG/JPEG/BMP/TIFF bytes to RGB8 (grey and RGBA are converted, as PIL `.convert('RGB')`).
 /// PNGs and JPEGs are decoded as `cv2.imread` decodes them ([`super::png`]; libjpeg-turbo,
-/// [`super::jpeg`]), except CMYK/YCCK JPEGs, which libjpeg does not convert. `source_name` (a path or URL) only labels
+/// [`super::jpeg`]), except CMYK/YCCK JPEGs, which libjpeg does not convert, and turned by
+/// their EXIF orientation as OpenCV turns them. `source_name` (a path or URL) only labels
 /// the error.
 pub fn decode_rgb(bytes: &[u8], source_name: &str) -> Result<RgbImage, ClipError> {
+    let oriented = |(image, orientation): (RgbImage, Orientation)| {
+        let mut image = DynamicImage::ImageRgb8(image);
+        image.apply_orientation(orientation);
+        image.into_rgb8()
+    };
     if super::png::is_png(bytes) {
-        return super::png::decode_rgb(bytes, source_name);
+        return super::png::decode_rgb(bytes, source_name).map(oriented);
     }
     if super::jpeg::is_jpeg(bytes) {
-        if let Some(image) = super::jpeg::decode_rgb(bytes, source_name)? {
-            return Ok(image);
+        if let Some(decoded) = super::jpeg::decode_rgb(bytes, source_name)? {
+            return Ok(oriented(decoded));
         }
     }
     let image = image::load_from_memory(bytes).map_err(|e| ClipError::Image {
         source_name: source_name.to_string(),
         message: format!("cannot decode ({e}); is it a PNG, JPEG, BMP or TIFF image?"),
     })?;
-    // `into_rgb8` keeps an RGB8 image's buffer (most PNG and JPEG files) instead of copying it.
+    // `into_rgb8` keeps an RGB8 image's buffer instead of copying it.
     Ok(image.into_rgb8())
 }
 
 /// Decodes image bytes to one grey channel, as `cv2.imread(path, IMREAD_GRAYSCALE)` reads a
 /// mask: a PNG's by [`super::png::decode_grey`], a JPEG's luma from libjpeg-turbo
 /// ([`super::jpeg`]), other formats' grey by the image crate. `source_name` only labels the error.
-pub fn decode_grey(bytes: &[u8], source_name: &str) -> Result<image::GrayImage, ClipError> {
+pub fn decode_grey(bytes: &[u8], source_name: &str) -> Result<GrayImage, ClipError> {
+    let oriented = |(image, orientation): (GrayImage, Orientation)| {
+        let mut image = DynamicImage::ImageLuma8(image);
+        image.apply_orientation(orientation);
+        image.into_luma8()
+    };
     if super::png::is_png(bytes) {
-        return super::png::decode_grey(bytes, source_name);
+        return super::png::decode_grey(bytes, source_name).map(oriented);
     }
     if super::jpeg::is_jpeg(bytes) {
-        if let Some(image) = super::jpeg::decode_grey(bytes, source_name)? {
-            return Ok(image);
+        if let Some(decoded) = super::jpeg::decode_grey(bytes, source_name)? {
+            return Ok(oriented(decoded));
         }
     }
     let image = image::load_from_memory(bytes).map_err(|e| ClipError::Image {
