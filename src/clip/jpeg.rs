@@ -22,7 +22,7 @@ use std::ffi::CStr;
 use std::os::raw::c_int;
 
 use image::metadata::Orientation;
-use image::{GrayImage, RgbImage};
+use image::{GrayImage, ImageBuffer, Pixel, RgbImage};
 use mozjpeg::Marker;
 use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, jpeg_std_error, JWRN_JPEG_EOF, J_COLOR_SPACE};
 
@@ -37,21 +37,13 @@ pub fn is_jpeg(bytes: &[u8]) -> bool {
 /// grey JPEG comes out with three equal channels. `None` for CMYK and YCCK files, which
 /// libjpeg does not convert to RGB (the caller decodes those another way).
 pub fn decode_rgb(bytes: &[u8], source_name: &str) -> Result<Option<(RgbImage, Orientation)>, ClipError> {
-    decode(bytes, source_name, J_COLOR_SPACE::JCS_RGB).map(|decoded| {
-        decoded.map(|(w, h, pixels, orientation)| {
-            (RgbImage::from_raw(w, h, pixels).expect("libjpeg wrote width·height·3 bytes"), orientation)
-        })
-    })
+    decode(bytes, source_name, J_COLOR_SPACE::JCS_RGB)
 }
 
 /// Decodes a JPEG to one grey channel as `cv2.imread(path, IMREAD_GRAYSCALE)` does (libjpeg's
 /// luma, not a conversion of the RGB pixels). `None` for CMYK and YCCK files.
 pub fn decode_grey(bytes: &[u8], source_name: &str) -> Result<Option<(GrayImage, Orientation)>, ClipError> {
-    decode(bytes, source_name, J_COLOR_SPACE::JCS_GRAYSCALE).map(|decoded| {
-        decoded.map(|(w, h, pixels, orientation)| {
-            (GrayImage::from_raw(w, h, pixels).expect("libjpeg wrote width·height bytes"), orientation)
-        })
-    })
+    decode(bytes, source_name, J_COLOR_SPACE::JCS_GRAYSCALE)
 }
 
 thread_local! {
@@ -100,17 +92,23 @@ fn error_manager() -> jpeg_error_mgr {
     err
 }
 
-/// (width, height, pixels, EXIF orientation) in `colour` (RGB or grey), as stored (not yet
-/// turned), or `None` for a CMYK/YCCK file.
-type Decoded = Option<(u32, u32, Vec<u8>, Orientation)>;
+/// The image in `P`'s layout, as stored (not yet turned), and its EXIF orientation, or `None` for
+/// a CMYK/YCCK file.
+type Decoded<P> = Option<(ImageBuffer<P, Vec<u8>>, Orientation)>;
 
-fn decode(bytes: &[u8], source_name: &str, colour: J_COLOR_SPACE) -> Result<Decoded, ClipError> {
+/// Decodes to `colour`, which must be the colour space of `P` (`JCS_RGB` for RGB, `JCS_GRAYSCALE`
+/// for luma).
+fn decode<P: Pixel<Subpixel = u8>>(
+    bytes: &[u8],
+    source_name: &str,
+    colour: J_COLOR_SPACE,
+) -> Result<Decoded<P>, ClipError> {
     let failed = |message: String| ClipError::Image {
         source_name: source_name.to_string(),
         message: format!("cannot decode the JPEG ({message}); is the file complete and a JPEG?"),
     };
     ENDED_EARLY.set(false);
-    let decoded = std::panic::catch_unwind(|| -> std::io::Result<Decoded> {
+    let decoded = std::panic::catch_unwind(|| -> std::io::Result<Option<(u32, u32, Vec<u8>, Orientation)>> {
         let decompress =
             mozjpeg::Decompress::with_err(error_manager()).with_markers(&[Marker::APP(1)]).from_mem(bytes)?;
         if matches!(decompress.color_space(), J_COLOR_SPACE::JCS_CMYK | J_COLOR_SPACE::JCS_YCCK) {
@@ -145,13 +143,12 @@ fn decode(bytes: &[u8], source_name: &str, colour: J_COLOR_SPACE) -> Result<Deco
             message: "the JPEG ends before its last scan: the file is truncated; copy it again".to_string(),
         });
     }
-    if let Some((w, h, pixels, _)) = &decoded {
-        let channels = if colour == J_COLOR_SPACE::JCS_GRAYSCALE { 1 } else { 3 };
-        if pixels.len() != *w as usize * *h as usize * channels {
-            return Err(failed(format!("{} bytes for a {w}×{h} image", pixels.len())));
-        }
+    let Some((w, h, pixels, orientation)) = decoded else { return Ok(None) };
+    let written = pixels.len();
+    match ImageBuffer::from_raw(w, h, pixels) {
+        Some(image) if written == w as usize * h as usize * P::CHANNEL_COUNT as usize => Ok(Some((image, orientation))),
+        _ => Err(failed(format!("{written} bytes for a {w}×{h} image of {} channels", P::CHANNEL_COUNT))),
     }
-    Ok(decoded)
 }
 
 #[cfg(test)]

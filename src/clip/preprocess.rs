@@ -29,41 +29,40 @@ pub const OPENAI_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 /// their EXIF orientation as OpenCV turns them. `source_name` (a path or URL) only labels
 /// the error.
 pub fn decode_rgb(bytes: &[u8], source_name: &str) -> Result<RgbImage, ClipError> {
-    let oriented = |(image, orientation): (RgbImage, Orientation)| {
-        let mut image = DynamicImage::ImageRgb8(image);
-        image.apply_orientation(orientation);
-        image.into_rgb8()
-    };
-    if super::png::is_png(bytes) {
-        return super::png::decode_rgb(bytes, source_name).map(oriented);
-    }
-    if super::jpeg::is_jpeg(bytes) {
-        if let Some(decoded) = super::jpeg::decode_rgb(bytes, source_name)? {
-            return Ok(oriented(decoded));
-        }
-    }
-    let image = image::load_from_memory(bytes).map_err(|e| ClipError::Image {
-        source_name: source_name.to_string(),
-        message: format!("cannot decode ({e}); is it a PNG, JPEG, BMP or TIFF image?"),
-    })?;
     // `into_rgb8` keeps an RGB8 image's buffer instead of copying it.
-    Ok(image.into_rgb8())
+    let decoders =
+        Decoders { png: super::png::decode_rgb, jpeg: super::jpeg::decode_rgb, convert: DynamicImage::into_rgb8 };
+    decode_with(bytes, source_name, decoders)
 }
 
 /// Decodes image bytes to one grey channel, as `cv2.imread(path, IMREAD_GRAYSCALE)` reads a
 /// mask: a PNG's by [`super::png::decode_grey`], a JPEG's luma from libjpeg-turbo
 /// ([`super::jpeg`]), other formats' grey by the image crate. `source_name` only labels the error.
 pub fn decode_grey(bytes: &[u8], source_name: &str) -> Result<GrayImage, ClipError> {
-    let oriented = |(image, orientation): (GrayImage, Orientation)| {
-        let mut image = DynamicImage::ImageLuma8(image);
+    let decoders =
+        Decoders { png: super::png::decode_grey, jpeg: super::jpeg::decode_grey, convert: DynamicImage::into_luma8 };
+    decode_with(bytes, source_name, decoders)
+}
+
+/// The decoders of one pixel layout: a PNG's, a JPEG's (`None` where libjpeg cannot give that
+/// layout) and the conversion of whatever the image crate decodes the other formats to.
+struct Decoders<I> {
+    png: fn(&[u8], &str) -> Result<(I, Orientation), ClipError>,
+    jpeg: fn(&[u8], &str) -> Result<Option<(I, Orientation)>, ClipError>,
+    convert: fn(DynamicImage) -> I,
+}
+
+fn decode_with<I: Into<DynamicImage>>(bytes: &[u8], source_name: &str, decoders: Decoders<I>) -> Result<I, ClipError> {
+    let oriented = |(image, orientation): (I, Orientation)| {
+        let mut image: DynamicImage = image.into();
         image.apply_orientation(orientation);
-        image.into_luma8()
+        (decoders.convert)(image)
     };
     if super::png::is_png(bytes) {
-        return super::png::decode_grey(bytes, source_name).map(oriented);
+        return (decoders.png)(bytes, source_name).map(oriented);
     }
     if super::jpeg::is_jpeg(bytes) {
-        if let Some(decoded) = super::jpeg::decode_grey(bytes, source_name)? {
+        if let Some(decoded) = (decoders.jpeg)(bytes, source_name)? {
             return Ok(oriented(decoded));
         }
     }
@@ -71,7 +70,7 @@ pub fn decode_grey(bytes: &[u8], source_name: &str) -> Result<GrayImage, ClipErr
         source_name: source_name.to_string(),
         message: format!("cannot decode ({e}); is it a PNG, JPEG, BMP or TIFF image?"),
     })?;
-    Ok(image.into_luma8())
+    Ok((decoders.convert)(image))
 }
 
 pub fn read_rgb(path: &std::path::Path) -> Result<RgbImage, ClipError> {
