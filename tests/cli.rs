@@ -163,7 +163,14 @@ fn bench_measures_every_maps_mode_on_the_same_data() {
         assert!((reported - map_bytes(mode) as f64).abs() < 1e-6, "{mode}: {reported} vs {}", map_bytes(mode));
         let seconds = &row["seconds"];
         assert!(seconds["backbone"].as_f64().unwrap() <= seconds["model"].as_f64().unwrap(), "{mode}");
-        assert!(row["core_ms_per_image"].as_f64().unwrap() > 0.0, "{mode}");
+        let core_ms = row["core_ms_per_image"].as_f64().unwrap();
+        assert!(core_ms > 0.0, "{mode}");
+        // The forwards' CPU is the model threads' share of the process's, so host work is what
+        // is left of it: never negative (the old subtraction of a separate timing could be).
+        let forward_cpu = seconds["backbone_cpu"].as_f64().unwrap();
+        assert!(forward_cpu > 0.0 && forward_cpu <= row["cpu_s"].as_f64().unwrap(), "{mode}: {row}");
+        let host = row["host_core_ms_per_image"].as_f64().unwrap();
+        assert!((0.0..core_ms).contains(&host), "{mode}: {row}");
     }
     // A full map holds 400 × 400 u16; the compact row only its grid.
     assert!(map_bytes("full") > 8 * 20_000, "{}", map_bytes("full"));

@@ -31,7 +31,8 @@ use crate::store::Location;
 /// forward alone, synchronised on CUDA), write (writer thread, overlapped with the model:
 /// statistics, Parquet, uploads, commits), wait (the model waiting for decoded images), write
 /// wait (the model waiting for the writer to take a batch), core-ms/img (the process's CPU time per image),
-/// host core-ms (the same without the CPU time spent while the backbone ran), peak MiB (peak
+/// host core-ms (the same less the CPU time the model threads, the scoring thread and libtorch's
+/// workers, spent in the pass's forwards, by each thread's own clock), peak MiB (peak
 /// RSS during the pass) and maps B/img (bytes of the maps table per image).
 #[derive(Debug, Args)]
 pub struct BenchArgs {

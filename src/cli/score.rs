@@ -152,6 +152,7 @@ pub fn run(args: ScoreArgs, stop: &StopToken) -> Result<ExitCode> {
             artifact.calibration.as_ref().map(|c| c.calibration.clone())
         },
         maps: args.maps,
+        time_forward_cpu: false,
     };
     let summary =
         score_category(&artifact, &clip, detect, &dataset, &category, &out, &options, stop, |n| bar.inc(n as u64))?;

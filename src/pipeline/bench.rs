@@ -96,7 +96,8 @@ pub struct BenchRow {
     pub cpu_s: f64,
     /// `cpu_s` per image, in ms.
     pub core_ms_per_image: f64,
-    /// `core_ms_per_image` less the isolated forward's ([`BenchReport::backbone_core_ms_per_image`]).
+    /// `core_ms_per_image` less the CPU time the model threads spent in this pass's forwards
+    /// ([`StageSeconds::backbone_cpu`]): everything but the backbone, by the threads' own clocks.
     pub host_core_ms_per_image: f64,
     /// Wall time of the backbone's forward passes, per image, in ms.
     pub backbone_ms_per_image: f64,
@@ -212,6 +213,7 @@ pub fn run_bench(
             shard,
             run_id: Some("bench".into()),
             maps: mode,
+            time_forward_cpu: true,
             ..ScoreOptions::default()
         };
         let out = Location::parse(&out.display().to_string())?;
@@ -248,7 +250,7 @@ pub fn run_bench(
             seconds: summary.seconds,
             cpu_s,
             core_ms_per_image: 1000.0 * cpu_s / images,
-            host_core_ms_per_image: 1000.0 * cpu_s / images - backbone_core_ms,
+            host_core_ms_per_image: 1000.0 * (cpu_s - summary.seconds.backbone_cpu) / images,
             backbone_ms_per_image: 1000.0 * summary.seconds.backbone / images,
             peak_rss_mib: if rss_resets { peak_rss_mib() } else { f64::NAN },
             map_bytes_per_image: map_bytes as f64 / images,

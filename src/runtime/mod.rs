@@ -11,6 +11,7 @@ use tch::{Device, Kind, Tensor};
 mod torch_version;
 
 pub mod memory;
+pub mod thread_cpu;
 
 /// The libtorch release tch/torch-sys 0.24.0 binds (`torch-sys` `build.rs` `TORCH_VERSION`).
 pub const REQUIRED_TORCH: &str = "2.11.0";
@@ -185,16 +186,14 @@ pub fn peak_rss_mib() -> f64 {
     proc_status_mib("VmHWM")
 }
 
-/// CPU time (user + system, all threads) this process has used, in seconds, at the kernel's
-/// 10 ms tick; NaN where /proc is unavailable.
+/// CPU time (user + system, all threads, those that have exited too) this process has used, in
+/// seconds, to the nanosecond (`CLOCK_PROCESS_CPUTIME_ID`; `/proc/self/stat` counts 10 ms ticks,
+/// too coarse for the difference `bench` takes); NaN where the clock cannot be read.
 pub fn process_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces, so split after its closing paren):
-    // state is field 3, utime 14 and stime 15, in USER_HZ (100 per second on Linux).
-    let Some((_, rest)) = stat.rsplit_once(')') else { return f64::NAN };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    match (fields.get(11).and_then(|v| v.parse::<f64>().ok()), fields.get(12).and_then(|v| v.parse::<f64>().ok())) {
-        (Some(user), Some(system)) => (user + system) / 100.0,
+    let mut time = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    match unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut time) } {
+        0 => time.tv_sec as f64 + time.tv_nsec as f64 * 1e-9,
         _ => f64::NAN,
     }
 }

@@ -110,6 +110,9 @@ pub struct ScoreOptions {
     pub calibration: Option<Calibration>,
     /// How the maps are stored (`schemas/pixel_maps.json`); part of the run's plan.
     pub maps: MapsMode,
+    /// Also read the model threads' CPU clocks around each forward ([`StageSeconds::backbone_cpu`];
+    /// `promptad bench` does): a few hundred µs per batch, on the thread that feeds the device.
+    pub time_forward_cpu: bool,
 }
 
 impl Default for ScoreOptions {
@@ -124,6 +127,7 @@ impl Default for ScoreOptions {
             run_id: None,
             calibration: None,
             maps: MapsMode::Compact,
+            time_forward_cpu: false,
         }
     }
 }
@@ -142,6 +146,10 @@ pub struct StageSeconds {
     pub model: f64,
     /// The part of `model` in the backbone's forward pass (synchronised on CUDA).
     pub backbone: f64,
+    /// CPU seconds of the model threads (this one and libtorch's workers, not the host's named
+    /// ones: [`crate::runtime::thread_cpu`]) during the forward passes; 0 unless
+    /// [`ScoreOptions::time_forward_cpu`].
+    pub backbone_cpu: f64,
     /// Statistics, Parquet encoding, uploads and commits (writer thread, overlapped).
     pub write: f64,
     /// This thread waiting for decoded images (the reader is the bottleneck when it is large).
@@ -312,9 +320,10 @@ pub fn score_category(
             let modelling = Instant::now();
             let outputs = match good.is_empty() {
                 true => None,
-                false => {
-                    Some(score_batch(&detector, &good, sizes.input, needs, &mut summary.seconds).map_err(in_unit)?)
-                }
+                false => Some(
+                    score_batch(&detector, &good, sizes.input, needs, options.time_forward_cpu, &mut summary.seconds)
+                        .map_err(in_unit)?,
+                ),
             };
             summary.seconds.model += modelling.elapsed().as_secs_f64();
             // The writer needs neither the model input nor the encoded image.

@@ -9,6 +9,7 @@ use tch::{Device, Kind, Tensor};
 use crate::data::shard::ImageRecord;
 use crate::detect::stored::{count_at_least, histograms, host_values, quantize_maps, SparseHistogram};
 use crate::detect::Detector;
+use crate::runtime::thread_cpu::model_threads_cpu_seconds;
 use crate::sink::MapsMode;
 
 use super::{ScoreError, StageSeconds};
@@ -71,23 +72,26 @@ pub(super) struct Needs {
 }
 
 /// Stage 3: the detector on a batch of decoded images, and the stored maps' parts each image
-/// needs ([`MapNeed`]), computed on the device; the backbone's share of the time is added to
-/// `seconds`.
+/// needs ([`MapNeed`]), computed on the device; the backbone's share of the time (and, with
+/// `time_forward_cpu`, of the model threads' CPU) is added to `seconds`.
 pub(super) fn score_batch(
     detector: &Detector,
     good: &[Decoded],
     size: u32,
     needs: Needs,
+    time_forward_cpu: bool,
     seconds: &mut StageSeconds,
 ) -> Result<ScoredBatch, ScoreError> {
     let flat: Vec<f32> = good.iter().flat_map(|(_, (input, _))| input.iter().copied()).collect();
     let batch = Tensor::from_slice(&flat).view([good.len() as i64, 3, size as i64, size as i64]);
-    let started = Instant::now();
+    let model_cpu = || if time_forward_cpu { model_threads_cpu_seconds() } else { 0.0 };
+    let (started, cpu) = (Instant::now(), model_cpu());
     let features = detector.features(&batch)?;
     if let Device::Cuda(index) = detector.clip.device {
         tch::Cuda::synchronize(index as i64);
     }
     seconds.backbone += started.elapsed().as_secs_f64();
+    seconds.backbone_cpu += model_cpu() - cpu;
     tch::no_grad(|| {
         let detection = detector.detect_features(&features.global, &features.patch_tokens, &features.taps);
         let to_host = |t: &Tensor| t.to_device(Device::Cpu);

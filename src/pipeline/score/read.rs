@@ -10,6 +10,7 @@ use crate::data::dataset::{Dataset, WorkUnit};
 use crate::data::prepare::{mask, model_input, Compat, Role};
 use crate::data::shard::ImageRecord;
 use crate::data::DataError;
+use crate::runtime::thread_cpu::HOST_THREAD_PREFIX;
 
 use super::{ScoreError, Sizes};
 
@@ -61,7 +62,14 @@ impl Reader {
         compat: Compat,
     ) -> Self {
         let (sender, receiver) = mpsc::sync_channel::<Message>(1);
-        let handle = std::thread::spawn(move || -> (f64, f64) {
+        // Named as host threads, so that `bench` does not count them as the model's
+        // (`runtime::thread_cpu`); the decoders are this reader's own pool for the same reason.
+        let decoders = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("{HOST_THREAD_PREFIX}decode-{i}"))
+            .build()
+            .expect("the operating system starts the decoding threads");
+        let reader = std::thread::Builder::new().name(format!("{HOST_THREAD_PREFIX}reader"));
+        let handle = reader.spawn(move || -> (f64, f64) {
             let (mut read, mut decode) = (0.0, 0.0);
             for unit in &units {
                 let started = Instant::now();
@@ -79,9 +87,9 @@ impl Reader {
                     read += started.elapsed().as_secs_f64();
                     let started = Instant::now();
                     let message = match batch {
-                        Ok(records) => {
-                            Message::Batch(records.into_par_iter().map(|r| prepare(r, sizes, compat)).collect())
-                        }
+                        Ok(records) => Message::Batch(
+                            decoders.install(|| records.into_par_iter().map(|r| prepare(r, sizes, compat)).collect()),
+                        ),
                         Err(e) => Message::Failed(e),
                     };
                     decode += started.elapsed().as_secs_f64();
@@ -96,6 +104,7 @@ impl Reader {
             }
             (read, decode)
         });
+        let handle = handle.expect("the operating system starts the reader thread");
         Self { messages: receiver.into_iter(), handle: Some(handle) }
     }
 
