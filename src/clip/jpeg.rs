@@ -96,6 +96,9 @@ fn error_manager() -> jpeg_error_mgr {
 /// a CMYK/YCCK file.
 type Decoded<P> = Option<(ImageBuffer<P, Vec<u8>>, Orientation)>;
 
+/// (width, height, pixels, EXIF orientation), as libjpeg wrote them.
+type RawDecoded = (u32, u32, Vec<u8>, Orientation);
+
 /// Decodes to `colour`, which must be the colour space of `P` (`JCS_RGB` for RGB, `JCS_GRAYSCALE`
 /// for luma).
 fn decode<P: Pixel<Subpixel = u8>>(
@@ -108,7 +111,7 @@ fn decode<P: Pixel<Subpixel = u8>>(
         message: format!("cannot decode the JPEG ({message}); is the file complete and a JPEG?"),
     };
     ENDED_EARLY.set(false);
-    let decoded = std::panic::catch_unwind(|| -> std::io::Result<Option<(u32, u32, Vec<u8>, Orientation)>> {
+    let decoded = std::panic::catch_unwind(|| -> std::io::Result<Option<RawDecoded>> {
         let decompress =
             mozjpeg::Decompress::with_err(error_manager()).with_markers(&[Marker::APP(1)]).from_mem(bytes)?;
         if matches!(decompress.color_space(), J_COLOR_SPACE::JCS_CMYK | J_COLOR_SPACE::JCS_YCCK) {

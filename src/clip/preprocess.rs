@@ -44,16 +44,21 @@ pub fn decode_grey(bytes: &[u8], source_name: &str) -> Result<GrayImage, ClipErr
     decode_with(bytes, source_name, decoders)
 }
 
+/// An image as stored, and the EXIF orientation to turn it by.
+type Oriented<I> = (I, Orientation);
+/// What a JPEG decoder gives: `None` where libjpeg cannot give that layout.
+type JpegDecoded<I> = Result<Option<Oriented<I>>, ClipError>;
+
 /// The decoders of one pixel layout: a PNG's, a JPEG's (`None` where libjpeg cannot give that
 /// layout) and the conversion of whatever the image crate decodes the other formats to.
 struct Decoders<I> {
-    png: fn(&[u8], &str) -> Result<(I, Orientation), ClipError>,
-    jpeg: fn(&[u8], &str) -> Result<Option<(I, Orientation)>, ClipError>,
+    png: fn(&[u8], &str) -> Result<Oriented<I>, ClipError>,
+    jpeg: fn(&[u8], &str) -> JpegDecoded<I>,
     convert: fn(DynamicImage) -> I,
 }
 
 fn decode_with<I: Into<DynamicImage>>(bytes: &[u8], source_name: &str, decoders: Decoders<I>) -> Result<I, ClipError> {
-    let oriented = |(image, orientation): (I, Orientation)| {
+    let oriented = |(image, orientation): Oriented<I>| {
         let mut image: DynamicImage = image.into();
         image.apply_orientation(orientation);
         (decoders.convert)(image)

@@ -41,7 +41,7 @@ fn thread_cpu_seconds(tid: i32) -> Option<f64> {
     let mut time = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime only writes the timespec it is given.
     let read = unsafe { libc::clock_gettime(clock, &mut time) } == 0;
-    read.then(|| time.tv_sec as f64 + time.tv_nsec as f64 * 1e-9)
+    read.then_some(time.tv_sec as f64 + time.tv_nsec as f64 * 1e-9)
 }
 
 #[cfg(not(target_os = "linux"))]
