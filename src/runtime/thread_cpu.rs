@@ -14,7 +14,12 @@ pub const HOST_THREAD_PREFIX: &str = "promptad-";
 /// CPU seconds used so far by the threads of this process whose names do not start with
 /// [`HOST_THREAD_PREFIX`]: the model's. NaN where the threads cannot be listed (not Linux).
 pub fn model_threads_cpu_seconds() -> f64 {
-    threads_cpu_seconds(|name| !name.starts_with(HOST_THREAD_PREFIX))
+    threads_cpu_seconds(is_model_thread)
+}
+
+/// Whether a thread of this name runs the model: any thread not named as a host thread.
+fn is_model_thread(name: &str) -> bool {
+    !name.starts_with(HOST_THREAD_PREFIX)
 }
 
 /// CPU seconds used so far by the live threads of this process whose names `counted` accepts.
@@ -90,7 +95,9 @@ mod tests {
         // Both are alive (waiting), so their clocks can be read.
         let host_s = threads_cpu_seconds(|n| n == "promptad-spin");
         let model_s = threads_cpu_seconds(|n| n == "model-spin");
-        let host_as_model = threads_cpu_seconds(|n| n == "promptad-spin" && !n.starts_with(HOST_THREAD_PREFIX));
+        // The classification `model_threads_cpu_seconds` uses, applied to the same live threads.
+        let host_as_model = threads_cpu_seconds(|n| n == "promptad-spin" && is_model_thread(n));
+        let model_as_model = threads_cpu_seconds(|n| n == "model-spin" && is_model_thread(n));
         done.wait();
         host.join().unwrap();
         model.join().unwrap();
@@ -99,6 +106,7 @@ mod tests {
         assert!((0.3..0.35).contains(&host_s), "{host_s}");
         assert!((0.1..0.15).contains(&model_s), "{model_s}");
         assert_eq!(host_as_model, 0.0);
+        assert!((model_as_model - model_s).abs() < 1e-3, "{model_as_model} {model_s}");
         assert!(model_threads_cpu_seconds() > 0.0);
     }
 }
