@@ -190,12 +190,16 @@ pub fn peak_rss_mib() -> f64 {
 /// seconds, to the nanosecond (`CLOCK_PROCESS_CPUTIME_ID`; `/proc/self/stat` counts 10 ms ticks,
 /// too coarse for the difference `bench` takes); NaN where the clock cannot be read.
 pub fn process_cpu_seconds() -> f64 {
+    cpu_clock_seconds(libc::CLOCK_PROCESS_CPUTIME_ID).unwrap_or(f64::NAN)
+}
+
+/// The reading of CPU clock `clock` (a process's, a thread's, or one made from a thread id) in
+/// seconds, to the nanosecond; None where the clock cannot be read (a thread that has exited).
+pub(crate) fn cpu_clock_seconds(clock: libc::clockid_t) -> Option<f64> {
     let mut time = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime only writes the timespec it is given.
-    match unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut time) } {
-        0 => time.tv_sec as f64 + time.tv_nsec as f64 * 1e-9,
-        _ => f64::NAN,
-    }
+    let read = unsafe { libc::clock_gettime(clock, &mut time) } == 0;
+    read.then_some(time.tv_sec as f64 + time.tv_nsec as f64 * 1e-9)
 }
 
 /// Resets this process's peak resident set size to its current one (Linux `clear_refs` 5), so

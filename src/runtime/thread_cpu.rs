@@ -42,11 +42,7 @@ fn threads_cpu_seconds(counted: impl Fn(&str) -> bool) -> f64 {
 fn thread_cpu_seconds(tid: i32) -> Option<f64> {
     // The kernel's id of a thread's scheduler clock: `MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)`
     // (include/linux/posix-timers.h), `(~tid << 3) | CPUCLOCK_PERTHREAD_MASK | CPUCLOCK_SCHED`.
-    let clock = ((!tid) << 3) | 4 | 2;
-    let mut time = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime only writes the timespec it is given.
-    let read = unsafe { libc::clock_gettime(clock, &mut time) } == 0;
-    read.then_some(time.tv_sec as f64 + time.tv_nsec as f64 * 1e-9)
+    super::cpu_clock_seconds(((!tid) << 3) | 4 | 2)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -62,14 +58,9 @@ mod tests {
     /// Runs until this thread has used `for_how_long` of CPU by the standard clock of the
     /// calling thread (not the tid-made one under test).
     fn spin(for_how_long: Duration) {
-        let own_cpu = || {
-            let mut time = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-            // SAFETY: as in `thread_cpu_seconds`.
-            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut time) };
-            Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
-        };
+        let own_cpu = || crate::runtime::cpu_clock_seconds(libc::CLOCK_THREAD_CPUTIME_ID).unwrap();
         let mut x = 0u64;
-        while own_cpu() < for_how_long {
+        while own_cpu() < for_how_long.as_secs_f64() {
             x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
         }
     }
