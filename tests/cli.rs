@@ -171,6 +171,16 @@ fn bench_measures_every_maps_mode_on_the_same_data() {
         assert!(forward_cpu > 0.0 && forward_cpu <= row["cpu_s"].as_f64().unwrap(), "{mode}: {row}");
         let host = row["host_core_ms_per_image"].as_f64().unwrap();
         assert!((0.0..core_ms).contains(&host), "{mode}: {row}");
+        // The stages add up to the host's total; decoding is the reader pool's and always
+        // costs something, and no host stage spends negative time (each is a clock's growth).
+        let stages = &row["host_core_ms_by_stage"];
+        let stage = |name: &str| stages[name].as_f64().unwrap();
+        let sum: f64 = ["read", "decode", "model", "write", "io"].iter().map(|&n| stage(n)).sum();
+        assert!((sum - host).abs() < 1e-6 * host.max(1.0), "{mode}: {stages} vs {host}");
+        assert!(stage("decode") > 0.0, "{mode}: {stages}");
+        for name in ["read", "decode", "write", "io"] {
+            assert!(stage(name) >= 0.0, "{mode}: {name} {stages}");
+        }
     }
     // A full map holds 400 × 400 u16; the compact row only its grid.
     assert!(map_bytes("full") > 8 * 20_000, "{}", map_bytes("full"));

@@ -4,10 +4,9 @@
 //!
 //! Host work is everything but the backbone's forward pass: decoding, resizing, the memory
 //! search, maps, quantisation, statistics, Parquet and uploads. Reading and decoding overlap the
-//! forward on other threads, so the process's CPU time cannot be split by the clock; instead the
-//! forward alone is measured in isolation on the same batches (same model, same batch size, no
-//! reader running), and host core-ms per image = the pass's core-ms per image − the isolated
-//! forward's.
+//! forward on other threads, so it is measured by the threads' own CPU clocks inside the pass
+//! ([`crate::runtime::thread_cpu`]): host core-ms per image = the pass's process CPU less what the
+//! model's threads spent in its forwards, split by the stage (host thread role) that spent it.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -23,6 +22,7 @@ use crate::data::dataset::Dataset;
 use crate::data::prepare::Compat;
 use crate::data::synth::{self, generate, ImageEncoding, SynthConfig, SynthError, MAX_IMAGES_PER_DIR};
 use crate::data::DataError;
+use crate::runtime::thread_cpu::host_cpu_seconds;
 use crate::runtime::{peak_rss_mib, process_cpu_seconds, reset_peak_rss};
 use crate::sink::MapsMode;
 use crate::stop::StopToken;
@@ -99,6 +99,8 @@ pub struct BenchRow {
     /// `core_ms_per_image` less the CPU time the model threads spent in this pass's forwards
     /// ([`StageSeconds::backbone_cpu`]): everything but the backbone, by the threads' own clocks.
     pub host_core_ms_per_image: f64,
+    /// `host_core_ms_per_image` by the stage that spent it.
+    pub host_core_ms_by_stage: HostStageMs,
     /// Wall time of the backbone's forward passes, per image, in ms.
     pub backbone_ms_per_image: f64,
     /// Peak resident set size during the pass (NaN where it cannot be reset and read).
@@ -109,6 +111,22 @@ pub struct BenchRow {
     /// what libtorch's caching allocator reserved for the passes so far, which it keeps at their
     /// peak, plus the CUDA context and other processes' memory. `None` on a CPU.
     pub device_memory_in_use_mib: Option<f64>,
+}
+
+/// Host core-ms per image by stage, from the threads' own clocks ([`crate::runtime::thread_cpu`]).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct HostStageMs {
+    /// The reader thread: listing and reading the image files.
+    pub read: f64,
+    /// The reader's pool: decoding, resizing, normalising, the masks.
+    pub decode: f64,
+    /// The model's threads outside the forwards: building the batch, the memory search, the
+    /// maps, quantisation and histograms, the transfers.
+    pub model: f64,
+    /// The writer thread: statistics, Parquet encoding, commits.
+    pub write: f64,
+    /// The I/O runtime's threads: uploads and listings.
+    pub io: f64,
 }
 
 /// [`BenchRow::device_memory_in_use_mib`]; `None` on a CPU or where it cannot be read.
@@ -238,10 +256,12 @@ pub fn run_bench(
         progress(&format!("scoring with --maps {}", mode.name()));
         let out = work.join(format!("out-{}", mode.name()));
         let rss_resets = reset_peak_rss();
-        let (started, cpu) = (Instant::now(), process_cpu_seconds());
+        let (started, cpu, host) = (Instant::now(), process_cpu_seconds(), host_cpu_seconds());
         let summary = pass(mode, &out, (0, 1), ScoreOptions::default().rows_per_unit)?;
+        let host = host_cpu_seconds().since(&host);
         let (wall, cpu_s) = (started.elapsed().as_secs_f64(), process_cpu_seconds() - cpu);
         let images = summary.images.max(1) as f64;
+        let per_image = |seconds: f64| 1000.0 * seconds / images;
         let map_bytes = folder_bytes(&out.join("maps"));
         rows.push(BenchRow {
             maps: mode,
@@ -250,7 +270,14 @@ pub fn run_bench(
             seconds: summary.seconds,
             cpu_s,
             core_ms_per_image: 1000.0 * cpu_s / images,
-            host_core_ms_per_image: 1000.0 * (cpu_s - summary.seconds.backbone_cpu) / images,
+            host_core_ms_per_image: per_image(cpu_s - summary.seconds.backbone_cpu),
+            host_core_ms_by_stage: HostStageMs {
+                read: per_image(host.read),
+                decode: per_image(host.decode),
+                model: per_image(cpu_s - host.total() - summary.seconds.backbone_cpu),
+                write: per_image(host.write),
+                io: per_image(host.io),
+            },
             backbone_ms_per_image: 1000.0 * summary.seconds.backbone / images,
             peak_rss_mib: if rss_resets { peak_rss_mib() } else { f64::NAN },
             map_bytes_per_image: map_bytes as f64 / images,
@@ -459,6 +486,23 @@ pub fn table(report: &BenchReport) -> String {
             "{:<8} {:>7} {:>9.2} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>10.2} {:>8.2} {:>7.2} {:>12.2} {:>12.1} {:>12.1} {:>9.0} {:>12.0}\n",
             r.maps.name(), r.images, r.images_per_s, s.wall, s.read, s.decode, s.model, s.backbone, s.write, s.wait, s.write_wait,
             r.core_ms_per_image, r.host_core_ms_per_image, r.peak_rss_mib, r.map_bytes_per_image
+        ));
+    }
+    out.push_str(&format!(
+        "\nhost core-ms per image by stage\n{:<8} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}\n",
+        "maps", "read", "decode", "model", "write", "io", "total"
+    ));
+    for r in &report.rows {
+        let h = &r.host_core_ms_by_stage;
+        out.push_str(&format!(
+            "{:<8} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2}\n",
+            r.maps.name(),
+            h.read,
+            h.decode,
+            h.model,
+            h.write,
+            h.io,
+            r.host_core_ms_per_image
         ));
     }
     for r in &report.rows {

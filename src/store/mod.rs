@@ -31,6 +31,7 @@ use object_store::{
     ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, WriteMultipart,
 };
 
+use crate::runtime::thread_cpu::{register_host_thread, unregister_host_thread, HostRole, HOST_THREAD_PREFIX};
 pub use error::StoreError;
 
 /// Files larger than this go up as multipart uploads, in parts of this size.
@@ -52,7 +53,9 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
-            .thread_name("promptad-io")
+            .thread_name(format!("{HOST_THREAD_PREFIX}io"))
+            .on_thread_start(|| register_host_thread(HostRole::Io))
+            .on_thread_stop(unregister_host_thread)
             .enable_all()
             .build()
             .expect("cannot start the I/O runtime")

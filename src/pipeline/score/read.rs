@@ -10,7 +10,9 @@ use crate::data::dataset::{Dataset, WorkUnit};
 use crate::data::prepare::{mask, model_input, Compat, Role};
 use crate::data::shard::ImageRecord;
 use crate::data::DataError;
-use crate::runtime::thread_cpu::HOST_THREAD_PREFIX;
+use crate::runtime::thread_cpu::{
+    register_host_thread, unregister_host_thread, HostRole, HostThread, HOST_THREAD_PREFIX,
+};
 
 use super::{ScoreError, Sizes};
 
@@ -62,14 +64,17 @@ impl Reader {
         compat: Compat,
     ) -> Self {
         let (sender, receiver) = mpsc::sync_channel::<Message>(1);
-        // Named as host threads, so that `bench` does not count them as the model's
+        // Registered as host threads, so that `bench` does not count them as the model's
         // (`runtime::thread_cpu`); the decoders are this reader's own pool for the same reason.
         let decoders = rayon::ThreadPoolBuilder::new()
             .thread_name(|i| format!("{HOST_THREAD_PREFIX}decode-{i}"))
+            .start_handler(|_| register_host_thread(HostRole::Decode))
+            .exit_handler(|_| unregister_host_thread())
             .build()
             .expect("the operating system starts the decoding threads");
         let reader = std::thread::Builder::new().name(format!("{HOST_THREAD_PREFIX}reader"));
         let handle = reader.spawn(move || -> (f64, f64) {
+            let _host = HostThread::start(HostRole::Read);
             let (mut read, mut decode) = (0.0, 0.0);
             for unit in &units {
                 let started = Instant::now();

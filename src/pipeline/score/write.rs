@@ -13,7 +13,7 @@ use crate::data::shard::ImageRecord;
 use crate::metrics::stats::{ImageStats, StatsSum};
 use crate::metrics::Calibration;
 use crate::run::{self, Table, UnitRecord};
-use crate::runtime::thread_cpu::HOST_THREAD_PREFIX;
+use crate::runtime::thread_cpu::{HostRole, HostThread, HOST_THREAD_PREFIX};
 use crate::sink::{
     maps_batch, maps_schema, scores_batch, scores_schema, stats_batch, stats_schema, AtomicParquetWriter, MapRows,
     MapsMode, RowKeys, ScoreRow,
@@ -87,7 +87,10 @@ impl Writer {
         let (rows_sender, rows) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name(format!("{HOST_THREAD_PREFIX}writer"))
-            .spawn(move || write_units(&context, &units, &messages, &rows_sender))
+            .spawn(move || {
+                let _host = HostThread::start(HostRole::Write);
+                write_units(&context, &units, &messages, &rows_sender)
+            })
             .expect("the operating system starts a thread");
         Self { sender: Some(sender), rows, handle: Some(handle) }
     }
