@@ -33,7 +33,9 @@ use crate::store::Location;
 /// wait (the model waiting for the writer to take a batch), core-ms/img (the process's CPU time per image),
 /// host core-ms (the same less the CPU time the model threads, the scoring thread and libtorch's
 /// workers, spent in the pass's forwards, by each thread's own clock), peak MiB (peak
-/// RSS during the pass) and maps B/img (bytes of the maps table per image).
+/// RSS during the pass) and maps B/img (bytes of the maps table per image). A second table splits
+/// host core-ms by stage: read (the reader thread), decode (its decoding pool), model (the model's
+/// threads outside the forwards), write (the writer thread) and io (the store's threads).
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Dataset URL to score instead of generated data.
