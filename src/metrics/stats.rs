@@ -375,10 +375,10 @@ impl StatsSum {
         n_regions: u64,
     ) -> Result<(), MetricError> {
         self.n_regions = self.n_regions.checked_add(n_regions).ok_or(MetricError::Overflow { what: "n_regions" })?;
-        let entries =
+        let mut entries =
             bins.iter().zip(bg).zip(fg).zip(weight).map(|(((&bin, &bg), &fg), weight)| Entry { bin, bg, fg, weight });
         if let Some(dense) = self.dense.as_mut() {
-            return entries.into_iter().try_for_each(|e| dense.add(e));
+            return entries.try_for_each(|e| dense.add(e));
         }
         self.entries.extend(entries);
         self.added += bins.len() as u64;

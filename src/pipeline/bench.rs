@@ -116,7 +116,7 @@ pub struct BenchRow {
 /// Host core-ms per image by stage, from the threads' own clocks ([`crate::runtime::thread_cpu`]).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct HostStageMs {
-    /// The reader thread: listing and reading the image files.
+    /// The reader thread: walking the units and asking for their files.
     pub read: f64,
     /// The reader's pool: decoding, resizing, normalising, the masks.
     pub decode: f64,
@@ -125,7 +125,7 @@ pub struct HostStageMs {
     pub model: f64,
     /// The writer thread: statistics, Parquet encoding, commits.
     pub write: f64,
-    /// The I/O runtime's threads: uploads and listings.
+    /// The I/O runtime's threads: the image files' reads, uploads and listings.
     pub io: f64,
 }
 
@@ -269,7 +269,7 @@ pub fn run_bench(
             images_per_s: summary.images as f64 / wall,
             seconds: summary.seconds,
             cpu_s,
-            core_ms_per_image: 1000.0 * cpu_s / images,
+            core_ms_per_image: per_image(cpu_s),
             host_core_ms_per_image: per_image(cpu_s - summary.seconds.backbone_cpu),
             host_core_ms_by_stage: HostStageMs {
                 read: per_image(host.read),
@@ -278,7 +278,7 @@ pub fn run_bench(
                 write: per_image(host.write),
                 io: per_image(host.io),
             },
-            backbone_ms_per_image: 1000.0 * summary.seconds.backbone / images,
+            backbone_ms_per_image: per_image(summary.seconds.backbone),
             peak_rss_mib: if rss_resets { peak_rss_mib() } else { f64::NAN },
             map_bytes_per_image: map_bytes as f64 / images,
             device_memory_in_use_mib: gpu_memory_in_use_mib(clip.device),

@@ -23,7 +23,8 @@ pub const HOST_THREAD_PREFIX: &str = "promptad-";
 /// What a host thread does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostRole {
-    /// Reads the image files (the reader thread).
+    /// Walks the units and asks for their files (the reader thread; a folder's file reads run
+    /// on the I/O runtime's threads).
     Read,
     /// Decodes and preprocesses images (the reader's pool).
     Decode,
@@ -34,7 +35,7 @@ pub enum HostRole {
 }
 
 /// CPU seconds of the host threads, by [`HostRole`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct HostCpu {
     pub read: f64,
     pub decode: f64,
